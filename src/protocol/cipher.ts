@@ -39,6 +39,21 @@ export interface AeadEngine {
   seal(nonce: Uint8Array, plain: Uint8Array, out: Uint8Array, offset: number): number;
   /** Open `sealed` (ciphertext then tag) with `nonce` into `out` at `offset`. Returns plaintext bytes; throws AUTH_FAILED. */
   open(nonce: Uint8Array, sealed: Uint8Array, out: Uint8Array, offset: number): number;
+  /** Batch seal: `data` as consecutive fragments [seal(u16 BE len)][seal(payload)], payload <= maxPayload
+   *  (data.length===0 -> one empty fragment), advancing `nonce` in place twice per fragment.
+   *  Writes into out at offset (caller guarantees room: data.length + ceil(max(1,data.length)/maxPayload)*34). Returns bytes written. */
+  sealFragments?(nonce: Uint8Array, data: Uint8Array, maxPayload: number, out: Uint8Array, offset: number): number;
+  /** Batch open: open as many COMPLETE fragments from `input` as present, each declared length <= maxPayload
+   *  (else throw BrookError LENGTH_OVERSIZED), writing the payloads back to back into out at offset, advancing
+   *  nonce twice per fragment. Returns { consumed, written } (stops before an incomplete fragment; consumed may be 0).
+   *  A failed tag throws BrookError AUTH_FAILED. */
+  openFragments?(
+    nonce: Uint8Array,
+    input: Uint8Array,
+    maxPayload: number,
+    out: Uint8Array,
+    offset: number,
+  ): { consumed: number; written: number };
 }
 
 export interface AeadBackend {
@@ -100,7 +115,8 @@ export interface CipherOptions {
 /** One direction of a Brook stream: key + nonce, advancing the nonce on every seal and open. */
 export class BrookCipher {
   readonly nonce: Buffer;
-  private readonly engine: AeadEngine;
+  /** The backend engine for this key (batch helpers are optional members). */
+  readonly engine: AeadEngine;
 
   constructor(key: Uint8Array, nonce: Uint8Array, opts: CipherOptions = {}) {
     if (nonce.length !== NONCE_SIZE) {

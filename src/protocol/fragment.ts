@@ -1,0 +1,200 @@
+/**
+ * Brook stream fragments (one direction, after the 12-byte nonce).
+ *
+ *   +---------------------------+------------------------------+
+ *   | seal(u16 BE length)       | seal(payload)                |
+ *   | 2 + 16 (tag) = 18 bytes   | length + 16 (tag) bytes      |
+ *   +---------------------------+------------------------------+
+ *
+ * Each seal advances the nonce (so twice per fragment). TCP: a whole fragment is
+ * at most 2048 bytes (payload <= 2014). UDP over the stream: one datagram per
+ * fragment, a whole fragment at most 65507 bytes, the first one at most 2048.
+ * Spec: protocol/brook-stream.md#fragments
+ *
+ * No I/O here: bytes in, payloads or typed errors out.
+ */
+import { BrookError, ErrorCodes } from '../errors.js';
+import type { BrookCipher } from './cipher.js';
+import { FRAGMENT_OVERHEAD, LENGTH_SIZE, SEALED_LENGTH_SIZE, TAG_SIZE } from './sizes.js';
+
+/** Wire bytes needed to carry `dataLength` bytes in fragments of at most `maxPayload`. */
+export function encodedSize(dataLength: number, maxPayload: number): number {
+  const fragments = Math.max(1, Math.ceil(dataLength / maxPayload));
+  return dataLength + fragments * FRAGMENT_OVERHEAD;
+}
+
+/**
+ * Seals payloads into fragments. In stream mode `encode` splits data into
+ * fragments of at most `maxPayload` (full fragments first) and returns them in
+ * one buffer; in datagram mode each call is exactly one fragment.
+ */
+export class FragmentEncoder {
+  private readonly lengthPlain = Buffer.allocUnsafe(LENGTH_SIZE);
+
+  constructor(
+    private readonly cipher: BrookCipher,
+    public maxPayload: number,
+  ) {}
+
+  /** One fragment carrying `payload` whole (UDP datagram, first fragment). */
+  encodeOne(payload: Uint8Array): Buffer {
+    if (payload.length > this.maxPayload) {
+      throw new BrookError(
+        ErrorCodes.PAYLOAD_OVERSIZED,
+        `payload of ${payload.length} bytes exceeds the fragment limit of ${this.maxPayload}`,
+      );
+    }
+    const out = Buffer.allocUnsafe(payload.length + FRAGMENT_OVERHEAD);
+    this.writeFragment(payload, out, 0);
+    return out;
+  }
+
+  /** Stream data as consecutive fragments, in one buffer. Empty data gives no fragment. */
+  encode(data: Uint8Array): Buffer {
+    if (data.length === 0) return Buffer.alloc(0);
+    const out = Buffer.allocUnsafe(encodedSize(data.length, this.maxPayload));
+    const batch = this.cipher.engine.sealFragments;
+    if (batch) {
+      const n = batch.call(this.cipher.engine, this.cipher.nonce, data, this.maxPayload, out, 0);
+      return n === out.length ? out : out.subarray(0, n);
+    }
+    let o = 0;
+    for (let i = 0; i < data.length; i += this.maxPayload) {
+      o += this.writeFragment(data.subarray(i, Math.min(data.length, i + this.maxPayload)), out, o);
+    }
+    return out;
+  }
+
+  private writeFragment(payload: Uint8Array, out: Buffer, offset: number): number {
+    this.lengthPlain.writeUInt16BE(payload.length, 0);
+    let o = offset + this.cipher.sealInto(this.lengthPlain, out, offset);
+    o += this.cipher.sealInto(payload, out, o);
+    return o - offset;
+  }
+}
+
+const enum DecoderState {
+  ReadLength,
+  ReadPayload,
+}
+
+export interface FragmentDecoderOptions {
+  /** Largest payload accepted; checked on the decrypted length BEFORE any payload is buffered. */
+  maxPayload: number;
+}
+
+/**
+ * Incremental decoder: feed arbitrary chunks; each complete fragment's payload
+ * is handed to `emit`. Copies only what spans chunk boundaries.
+ */
+export class FragmentDecoder {
+  maxPayload: number;
+  private state = DecoderState.ReadLength;
+  private readonly lengthSealed = Buffer.allocUnsafe(SEALED_LENGTH_SIZE);
+  private readonly lengthPlain = Buffer.allocUnsafe(LENGTH_SIZE);
+  private partial: Buffer | null = null; // sealed payload spanning chunks
+  private have = 0; // bytes of the current unit gathered so far
+  private need = SEALED_LENGTH_SIZE;
+  private failed: BrookError | null = null;
+
+  constructor(
+    private readonly cipher: BrookCipher,
+    opts: FragmentDecoderOptions,
+  ) {
+    this.maxPayload = opts.maxPayload;
+  }
+
+  /** Bytes of a fragment held back waiting for more input. */
+  get pendingBytes(): number {
+    return this.have;
+  }
+
+  /** True when the decoder sits exactly between fragments. */
+  get atBoundary(): boolean {
+    return this.state === DecoderState.ReadLength && this.have === 0;
+  }
+
+  /**
+   * Feed a chunk; complete payloads go to `emit` in order. Throws AUTH_FAILED
+   * or LENGTH_OVERSIZED; after a throw the decoder refuses further input.
+   */
+  push(chunk: Uint8Array, emit: (payload: Buffer) => void): void {
+    if (this.failed) throw this.failed;
+    try {
+      this.pushInner(chunk, emit);
+    } catch (e) {
+      this.failed = e instanceof BrookError ? e : new BrookError(ErrorCodes.INTERNAL, String(e), { cause: e });
+      throw this.failed;
+    }
+  }
+
+  /** Call at end of input: throws if the stream stopped inside a fragment. */
+  end(): void {
+    if (this.failed) throw this.failed;
+    if (this.state === DecoderState.ReadLength && this.have > 0) {
+      throw new BrookError(ErrorCodes.LENGTH_TRUNCATED, `stream ended inside a sealed length (${this.have} of ${SEALED_LENGTH_SIZE} bytes)`);
+    }
+    if (this.state === DecoderState.ReadPayload) {
+      throw new BrookError(ErrorCodes.STREAM_TRUNCATED, `stream ended inside a fragment payload (${this.have} of ${this.need} bytes)`);
+    }
+  }
+
+  private pushInner(chunk: Uint8Array, emit: (payload: Buffer) => void): void {
+    let off = 0;
+    const len = chunk.length;
+    while (off < len) {
+      if (this.state === DecoderState.ReadLength) {
+        if (this.have === 0 && len - off >= SEALED_LENGTH_SIZE) {
+          off += this.openLength(chunk.subarray(off, off + SEALED_LENGTH_SIZE));
+        } else {
+          const take = Math.min(SEALED_LENGTH_SIZE - this.have, len - off);
+          this.lengthSealed.set(chunk.subarray(off, off + take), this.have);
+          this.have += take;
+          off += take;
+          if (this.have === SEALED_LENGTH_SIZE) {
+            this.have = 0;
+            this.openLength(this.lengthSealed);
+          }
+        }
+      } else {
+        const need = this.need;
+        if (this.have === 0 && len - off >= need) {
+          emit(this.openPayload(chunk.subarray(off, off + need)));
+          off += need;
+        } else {
+          if (!this.partial) this.partial = Buffer.allocUnsafe(need);
+          const take = Math.min(need - this.have, len - off);
+          this.partial.set(chunk.subarray(off, off + take), this.have);
+          this.have += take;
+          off += take;
+          if (this.have === need) {
+            const sealed = this.partial;
+            this.partial = null;
+            this.have = 0;
+            emit(this.openPayload(sealed));
+          }
+        }
+      }
+    }
+  }
+
+  /** Open a sealed length, check it against the limit, move to ReadPayload. Returns bytes consumed. */
+  private openLength(sealed: Uint8Array): number {
+    this.cipher.openInto(sealed, this.lengthPlain, 0);
+    const n = this.lengthPlain.readUInt16BE(0);
+    if (n > this.maxPayload) {
+      throw new BrookError(ErrorCodes.LENGTH_OVERSIZED, `fragment length ${n} exceeds the limit of ${this.maxPayload}`);
+    }
+    this.need = n + TAG_SIZE;
+    this.state = DecoderState.ReadPayload;
+    return SEALED_LENGTH_SIZE;
+  }
+
+  private openPayload(sealed: Uint8Array): Buffer {
+    const out = Buffer.allocUnsafe(sealed.length - TAG_SIZE);
+    this.cipher.openInto(sealed, out, 0);
+    this.state = DecoderState.ReadLength;
+    this.need = SEALED_LENGTH_SIZE;
+    return out;
+  }
+}
