@@ -57,6 +57,9 @@ export const ErrorCodes = {
   CONFIG: 'BROOK_ERR_CONFIG',
   // anything that escaped classification (always wraps a cause)
   INTERNAL: 'BROOK_ERR_INTERNAL',
+  // HTTP proxy (src/httpproxy)
+  HTTP_MALFORMED: 'BROOK_ERR_HTTP_MALFORMED',
+  HTTP_HEAD_TOO_LARGE: 'BROOK_ERR_HTTP_HEAD_TOO_LARGE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
