@@ -81,6 +81,12 @@ const enum DecoderState {
 export interface FragmentDecoderOptions {
   /** Largest payload accepted; checked on the decrypted length BEFORE any payload is buffered. */
   maxPayload: number;
+  /**
+   * Stream mode (TCP): payloads of several whole fragments in one chunk may be
+   * emitted as one buffer, using the engine's batch open when it has one.
+   * Leave false for datagrams (one emit per fragment).
+   */
+  coalesce?: boolean;
 }
 
 /**
@@ -96,12 +102,14 @@ export class FragmentDecoder {
   private have = 0; // bytes of the current unit gathered so far
   private need = SEALED_LENGTH_SIZE;
   private failed: BrookError | null = null;
+  private readonly coalesce: boolean;
 
   constructor(
     private readonly cipher: BrookCipher,
     opts: FragmentDecoderOptions,
   ) {
     this.maxPayload = opts.maxPayload;
+    this.coalesce = opts.coalesce === true;
   }
 
   /** Bytes of a fragment held back waiting for more input. */
@@ -142,7 +150,16 @@ export class FragmentDecoder {
   private pushInner(chunk: Uint8Array, emit: (payload: Buffer) => void): void {
     let off = 0;
     const len = chunk.length;
+    const batch = this.coalesce ? this.cipher.engine.openFragments : undefined;
     while (off < len) {
+      if (batch && this.state === DecoderState.ReadLength && this.have === 0 && len - off >= SEALED_LENGTH_SIZE * 2) {
+        const out = Buffer.allocUnsafe(len - off);
+        const r = batch.call(this.cipher.engine, this.cipher.nonce, chunk.subarray(off), this.maxPayload, out, 0);
+        if (r.written > 0) emit(out.subarray(0, r.written));
+        off += r.consumed;
+        if (off >= len) break;
+        // the rest is an incomplete fragment (or an empty one the batch skipped): take the slow path
+      }
       if (this.state === DecoderState.ReadLength) {
         if (this.have === 0 && len - off >= SEALED_LENGTH_SIZE) {
           off += this.openLength(chunk.subarray(off, off + SEALED_LENGTH_SIZE));
