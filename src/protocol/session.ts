@@ -1,0 +1,264 @@
+/**
+ * Both ends of one tunnel as pure state machines: bytes in, payloads and bytes
+ * to send out. The network code (src/server, src/client) only moves bytes.
+ *
+ * Brook:   client -> server: nonce(12) + fragments (first = time + address)
+ *          server -> client: nonce(12), sent only after the first fragment checked out, + fragments
+ * withoutBrookProtocol:
+ *          client -> server: sha256(password) + u16 L + (time + address), then raw (TCP)
+ *                            or [u16 len][datagram] (UDP); server -> client: the same framing, no preamble.
+ * Spec: protocol/brook-stream.md, protocol/without-brook-protocol.md
+ */
+import { randomBytes } from 'node:crypto';
+import { BrookError, ErrorCodes } from '../errors.js';
+import type { Address } from './address.js';
+import { type AeadBackend, BrookCipher, DEFAULT_HKDF_INFO } from './cipher.js';
+import { FragmentDecoder, FragmentEncoder } from './fragment.js';
+import { buildFirstPayload, type Clock, type FirstPayload, type Network, parseFirstPayload } from './header.js';
+import { MAX_FIRST_PAYLOAD, MAX_TCP_PAYLOAD, MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD, NONCE_SIZE } from './sizes.js';
+import type { RandomSource } from './upgrade.js';
+import { buildWobHeader, encodeWobDatagram, WobDatagramDecoder, WobHeaderDecoder, wobPasswordHash } from './wob.js';
+
+export interface SessionOptions {
+  password: string | Uint8Array;
+  withoutBrookProtocol?: boolean;
+  /** HKDF info for the client->server direction (upstream ClientHKDFInfo, default "brook"). */
+  clientHKDFInfo?: Uint8Array;
+  /** HKDF info for the server->client direction (upstream ServerHKDFInfo, default "brook"). */
+  serverHKDFInfo?: Uint8Array;
+  now?: Clock;
+  random?: RandomSource;
+  /** Seconds a header may be old (default 60). */
+  maxAgeSeconds?: number;
+  backend?: AeadBackend;
+}
+
+export type Emit = (payload: Buffer) => void;
+
+function passwordBytes(p: string | Uint8Array): Buffer {
+  return typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p);
+}
+
+/** Client end of one tunnel. */
+export interface ClientCodec {
+  readonly network: Network;
+  /** Bytes that open the tunnel (nonce + first fragment, or the wob header). */
+  hello(): Buffer;
+  /** Data (TCP) or one datagram (UDP) to wire bytes. */
+  seal(data: Uint8Array): Buffer;
+  /** Wire bytes from the server to data (TCP) or datagrams (UDP). */
+  push(chunk: Buffer, emit: Emit): void;
+  /** End of the server's stream: throws when it stopped mid-fragment. */
+  end(): void;
+}
+
+/** Server end of one tunnel. */
+export interface ServerCodec {
+  /** Feed client bytes. Returns the header the first time it is complete and valid, else null. */
+  push(chunk: Buffer, emit: Emit): FirstPayload | null;
+  readonly header: FirstPayload | null;
+  /** Bytes to send once the header is accepted (the server nonce; empty without Brook protocol). */
+  accept(): Buffer;
+  seal(data: Uint8Array): Buffer;
+  end(): void;
+}
+
+export interface ClientSessionOptions extends SessionOptions {
+  network: Network;
+  destination: Address;
+}
+
+export function createClientCodec(o: ClientSessionOptions): ClientCodec {
+  return o.withoutBrookProtocol ? new WobClientCodec(o) : new BrookClientCodec(o);
+}
+
+export function createServerCodec(o: SessionOptions): ServerCodec {
+  return o.withoutBrookProtocol ? new WobServerCodec(o) : new BrookServerCodec(o);
+}
+
+class BrookClientCodec implements ClientCodec {
+  readonly network: Network;
+  private readonly password: Buffer;
+  private readonly encoder: FragmentEncoder;
+  private readonly clientNonce: Buffer;
+  private readonly firstPayload: Buffer;
+  private serverNonce: Buffer | null = Buffer.alloc(0);
+  private decoder: FragmentDecoder | null = null;
+
+  constructor(private readonly o: ClientSessionOptions) {
+    this.network = o.network;
+    this.password = passwordBytes(o.password);
+    this.clientNonce = (o.random ?? randomBytes)(NONCE_SIZE);
+    const cipher = BrookCipher.fromPassword(this.password, this.clientNonce, o.clientHKDFInfo ?? DEFAULT_HKDF_INFO, { backend: o.backend });
+    this.encoder = new FragmentEncoder(cipher, MAX_FIRST_PAYLOAD);
+    this.firstPayload = buildFirstPayload({ network: o.network, destination: o.destination, now: o.now });
+  }
+
+  hello(): Buffer {
+    const first = this.encoder.encodeOne(this.firstPayload);
+    this.encoder.maxPayload = this.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD;
+    return Buffer.concat([this.clientNonce, first]);
+  }
+
+  seal(data: Uint8Array): Buffer {
+    return this.network === 'tcp' ? this.encoder.encode(data) : this.encoder.encodeOne(data);
+  }
+
+  push(chunk: Buffer, emit: Emit): void {
+    let c = chunk;
+    if (!this.decoder) {
+      const have = this.serverNonce!;
+      const take = Math.min(NONCE_SIZE - have.length, c.length);
+      this.serverNonce = Buffer.concat([have, c.subarray(0, take)]);
+      c = c.subarray(take);
+      if (this.serverNonce.length < NONCE_SIZE) return;
+      const cipher = BrookCipher.fromPassword(this.password, this.serverNonce, this.o.serverHKDFInfo ?? DEFAULT_HKDF_INFO, {
+        backend: this.o.backend,
+      });
+      const tcp = this.network === 'tcp';
+      this.decoder = new FragmentDecoder(cipher, { maxPayload: tcp ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD, coalesce: tcp });
+      this.serverNonce = null;
+    }
+    if (c.length > 0) this.decoder.push(c, emit);
+  }
+
+  end(): void {
+    if (!this.decoder) {
+      if (this.serverNonce && this.serverNonce.length > 0) {
+        throw new BrookError(ErrorCodes.STREAM_TRUNCATED, 'stream ended inside the server nonce');
+      }
+      return;
+    }
+    this.decoder.end();
+  }
+}
+
+class BrookServerCodec implements ServerCodec {
+  header: FirstPayload | null = null;
+  private readonly password: Buffer;
+  private nonceBuf: Buffer | null = Buffer.alloc(0);
+  private decoder: FragmentDecoder | null = null;
+  private encoder: FragmentEncoder | null = null;
+
+  constructor(private readonly o: SessionOptions) {
+    this.password = passwordBytes(o.password);
+  }
+
+  push(chunk: Buffer, emit: Emit): FirstPayload | null {
+    let c = chunk;
+    if (!this.decoder) {
+      const have = this.nonceBuf!;
+      const take = Math.min(NONCE_SIZE - have.length, c.length);
+      this.nonceBuf = Buffer.concat([have, c.subarray(0, take)]);
+      c = c.subarray(take);
+      if (this.nonceBuf.length < NONCE_SIZE) return null;
+      const cipher = BrookCipher.fromPassword(this.password, this.nonceBuf, this.o.clientHKDFInfo ?? DEFAULT_HKDF_INFO, {
+        backend: this.o.backend,
+      });
+      this.decoder = new FragmentDecoder(cipher, { maxPayload: MAX_FIRST_PAYLOAD });
+      this.nonceBuf = null;
+    }
+    if (c.length === 0) return null;
+    const hadHeader = this.header !== null;
+    const decoder = this.decoder;
+    decoder.push(c, (payload) => {
+      if (this.header) {
+        emit(payload);
+        return;
+      }
+      // Throws TIME_STALE etc.: the caller drains (anti-probing).
+      const h = parseFirstPayload(payload, { now: this.o.now, maxAgeSeconds: this.o.maxAgeSeconds });
+      this.header = h;
+      decoder.maxPayload = h.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD;
+    });
+    return !hadHeader && this.header ? this.header : null;
+  }
+
+  accept(): Buffer {
+    if (!this.header) throw new BrookError(ErrorCodes.INTERNAL, 'accept() before the header');
+    const nonce = (this.o.random ?? randomBytes)(NONCE_SIZE);
+    const cipher = BrookCipher.fromPassword(this.password, nonce, this.o.serverHKDFInfo ?? DEFAULT_HKDF_INFO, { backend: this.o.backend });
+    this.encoder = new FragmentEncoder(cipher, this.header.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD);
+    return Buffer.from(nonce);
+  }
+
+  seal(data: Uint8Array): Buffer {
+    if (!this.encoder || !this.header) throw new BrookError(ErrorCodes.INTERNAL, 'seal() before accept()');
+    return this.header.network === 'tcp' ? this.encoder.encode(data) : this.encoder.encodeOne(data);
+  }
+
+  end(): void {
+    this.decoder?.end();
+  }
+}
+
+class WobClientCodec implements ClientCodec {
+  readonly network: Network;
+  private readonly datagrams: WobDatagramDecoder | null;
+
+  constructor(private readonly o: ClientSessionOptions) {
+    this.network = o.network;
+    this.datagrams = o.network === 'udp' ? new WobDatagramDecoder(MAX_WOB_UDP_PAYLOAD) : null;
+  }
+
+  hello(): Buffer {
+    return buildWobHeader(wobPasswordHash(passwordBytes(this.o.password)), {
+      network: this.o.network,
+      destination: this.o.destination,
+      now: this.o.now,
+    });
+  }
+
+  seal(data: Uint8Array): Buffer {
+    return this.datagrams ? encodeWobDatagram(data) : Buffer.from(data.buffer, data.byteOffset, data.length);
+  }
+
+  push(chunk: Buffer, emit: Emit): void {
+    if (this.datagrams) this.datagrams.push(chunk, emit);
+    else if (chunk.length > 0) emit(chunk);
+  }
+
+  end(): void {
+    this.datagrams?.end();
+  }
+}
+
+class WobServerCodec implements ServerCodec {
+  header: FirstPayload | null = null;
+  private readonly headerDecoder: WobHeaderDecoder;
+  private datagrams: WobDatagramDecoder | null = null;
+
+  constructor(o: SessionOptions) {
+    this.headerDecoder = new WobHeaderDecoder(wobPasswordHash(passwordBytes(o.password)), { now: o.now, maxAgeSeconds: o.maxAgeSeconds });
+  }
+
+  push(chunk: Buffer, emit: Emit): FirstPayload | null {
+    if (this.header) {
+      this.deliver(chunk, emit);
+      return null;
+    }
+    const r = this.headerDecoder.push(chunk);
+    if (!r) return null;
+    this.header = r.header;
+    if (r.header.network === 'udp') this.datagrams = new WobDatagramDecoder(MAX_WOB_UDP_PAYLOAD);
+    if (r.rest.length > 0) this.deliver(r.rest, emit);
+    return r.header;
+  }
+
+  private deliver(chunk: Buffer, emit: Emit): void {
+    if (this.datagrams) this.datagrams.push(chunk, emit);
+    else if (chunk.length > 0) emit(chunk);
+  }
+
+  accept(): Buffer {
+    return Buffer.alloc(0);
+  }
+
+  seal(data: Uint8Array): Buffer {
+    return this.datagrams ? encodeWobDatagram(data) : Buffer.from(data.buffer, data.byteOffset, data.length);
+  }
+
+  end(): void {
+    this.datagrams?.end();
+  }
+}
