@@ -1,0 +1,15 @@
+# Optional native AES-256-GCM backend (src/crypto/native.ts loads it, falls back to node:crypto).
+# Links against the OpenSSL symbols the node binary itself exports (no system libssl needed).
+{
+  "targets": [
+    {
+      "target_name": "brook_aead",
+      "sources": ["src/brook_aead.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "defines": ["NAPI_VERSION=8"],
+      "conditions": [
+        ["OS=='mac'", { "xcode_settings": { "OTHER_CFLAGS": ["-O2"] } }]
+      ]
+    }
+  ]
+}
