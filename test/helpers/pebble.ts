@@ -30,12 +30,15 @@ export interface PebbleOptions {
   dnsPort?: number;
   challManagementPort?: number;
   startTimeoutMs?: number;
+  /** Reuse an API certificate (e.g. another Pebble's), so clients can trust it before this one starts. */
+  api?: { certPem: string; keyPem: string };
 }
 
 export interface Pebble {
   directoryUrl: string;
   managementUrl: string;
   apiCaPem: string;
+  apiKeyPem: string;
   httpPort: number;
   dnsServer: string;
   fetchRoot(): Promise<string>;
@@ -125,15 +128,21 @@ export async function startPebble(opts: PebbleOptions = {}): Promise<Pebble> {
   const dir = mkdtempSync(join(tmpdir(), 'brook-pebble-'));
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  const gen = spawnSync(
-    'openssl',
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '30',
-      '-subj', '/CN=pebble-api', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      '-keyout', keyFile, '-out', certFile],
-    { stdio: 'pipe' },
-  );
-  if (gen.status !== 0) throw new Error(`openssl failed: ${gen.stderr?.toString()}`);
+  if (opts.api) {
+    writeFileSync(certFile, opts.api.certPem);
+    writeFileSync(keyFile, opts.api.keyPem);
+  } else {
+    const gen = spawnSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '30',
+        '-subj', '/CN=pebble-api', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+        '-keyout', keyFile, '-out', certFile],
+      { stdio: 'pipe' },
+    );
+    if (gen.status !== 0) throw new Error(`openssl failed: ${gen.stderr?.toString()}`);
+  }
   const apiCaPem = readFileSync(certFile, 'utf8');
+  const apiKeyPem = readFileSync(keyFile, 'utf8');
   writeFileSync(
     join(dir, 'config.json'),
     JSON.stringify({
@@ -180,6 +189,7 @@ export async function startPebble(opts: PebbleOptions = {}): Promise<Pebble> {
       directoryUrl,
       managementUrl,
       apiCaPem,
+      apiKeyPem,
       httpPort,
       dnsServer,
       async fetchRoot() {
