@@ -1,0 +1,260 @@
+/**
+ * wsclient / wssclient: a local SOCKS5 server (and optionally an HTTP proxy)
+ * that carries each TCP connection, and each UDP flow, in its own tunnel to
+ * the wsserver.
+ *
+ * UDP: one tunnel per (association, destination) flow, opened on the first
+ * datagram (which travels in it), reused for later ones, closed after
+ * udpTimeout seconds idle. Datagrams that arrive while the flow's tunnel is
+ * opening are queued in order up to udpQueueLimit bytes; beyond it they are
+ * dropped and counted.
+ */
+import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
+import { createHttpProxyServer } from '../httpproxy/server.js';
+import { createLogger, type Logger } from '../log.js';
+import { Relay } from '../net/relay.js';
+import { parseListen } from '../net/listen.js';
+import { type Address, formatAddress } from '../protocol/address.js';
+import type { AeadBackend } from '../protocol/cipher.js';
+import type { Clock } from '../protocol/header.js';
+import type { ClientCodec } from '../protocol/session.js';
+import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
+import { tunnelTransform } from '../server/tunnel.js';
+import { createSocks5Server, type Socks5Server, type UdpAssociation } from '../socks5/server.js';
+import { DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint } from './dial.js';
+import { TunnelDuplex } from './duplex.js';
+
+export interface WsClientOptions {
+  endpoint: ServerEndpoint;
+  password: string;
+  withoutBrookProtocol?: boolean;
+  clientHKDFInfo?: Uint8Array;
+  serverHKDFInfo?: Uint8Array;
+  /** SOCKS5 listen address, default 127.0.0.1:1080. */
+  socks5?: string;
+  /** IP announced in UDP ASSOCIATE replies (upstream --socks5ServerIP). */
+  socks5ServerIP?: string;
+  socks5Auth?: { username: string; password: string };
+  /** HTTP proxy listen address (optional). */
+  http?: string;
+  tcpTimeout?: number;
+  udpTimeout?: number;
+  tunnelTimeoutMs?: number;
+  /** Bytes queued per UDP flow while its tunnel opens. */
+  udpQueueLimit?: number;
+  log?: Logger;
+  now?: Clock;
+  backend?: AeadBackend;
+}
+
+export const DEFAULT_SOCKS5_LISTEN = '127.0.0.1:1080';
+export const DEFAULT_UDP_FLOW_QUEUE_LIMIT = 256 * 1024;
+/** A tunnel whose unsent bytes exceed this drops further datagrams rather than buffer them. */
+export const UDP_TUNNEL_BACKLOG_LIMIT = 1024 * 1024;
+
+interface UdpFlow {
+  key: string;
+  assoc: UdpAssociation;
+  dst: Address;
+  queue: Buffer[];
+  queuedBytes: number;
+  tunnel: { socket: import('node:net').Socket; codec: ClientCodec } | null;
+  idle: NodeJS.Timeout | null;
+  closed: boolean;
+}
+
+export class WsClient {
+  readonly socks: Socks5Server;
+  private http: ReturnType<typeof createHttpProxyServer> | null = null;
+  private readonly relays = new Set<Relay>();
+  private readonly flows = new Map<string, UdpFlow>();
+  private readonly log: Logger;
+  readonly stats = { tunnels: 0, tunnelFailures: 0, udpDropped: 0 };
+
+  constructor(private readonly o: WsClientOptions) {
+    if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
+    this.log = o.log ?? createLogger();
+    const listen = parseListen(o.socks5 ?? DEFAULT_SOCKS5_LISTEN);
+    this.socks = createSocks5Server({
+      host: listen.host ?? '0.0.0.0',
+      port: listen.port,
+      auth: o.socks5Auth,
+      announceIP: o.socks5ServerIP,
+      log: this.log,
+      now: o.now,
+      onConnect: (req) => {
+        const started = this.dial('tcp', req.destination);
+        started.then(
+          (t) => {
+            const local = req.accept();
+            if (local.destroyed) {
+              t.socket.destroy();
+              return;
+            }
+            const relay = new Relay(local, t.socket, tunnelTransform(t.codec), {
+              idleTimeoutMs: (o.tcpTimeout ?? 0) * 1000,
+              initialTunnel: t.leftover,
+              onClose: (err) => {
+                this.relays.delete(relay);
+                if (err && err.code !== ErrorCodes.CLOSED) {
+                  this.log({ from: `${req.source.address}:${req.source.port}`, dst: formatAddress(req.destination), network: 'tcp', error: err.message, code: err.code });
+                }
+              },
+            });
+            this.relays.add(relay);
+          },
+          (err: BrookError) => {
+            this.log({ from: `${req.source.address}:${req.source.port}`, dst: formatAddress(req.destination), network: 'tcp', error: err.message, code: err.code });
+            req.reject(err);
+          },
+        );
+      },
+      onUdpDatagram: (assoc, dst, data) => this.onDatagram(assoc, dst, data),
+      onUdpAssociationClosed: (assoc) => {
+        for (const f of this.flows.values()) if (f.assoc === assoc) this.closeFlow(f);
+      },
+    });
+  }
+
+  private dial(network: 'tcp' | 'udp', destination: Address) {
+    this.stats.tunnels++;
+    return dialTunnel({
+      endpoint: this.o.endpoint,
+      password: this.o.password,
+      withoutBrookProtocol: this.o.withoutBrookProtocol,
+      clientHKDFInfo: this.o.clientHKDFInfo,
+      serverHKDFInfo: this.o.serverHKDFInfo,
+      now: this.o.now,
+      backend: this.o.backend,
+      network,
+      destination,
+      timeoutMs: this.o.tunnelTimeoutMs ?? DEFAULT_TUNNEL_TIMEOUT_MS,
+    }).catch((e: unknown) => {
+      this.stats.tunnelFailures++;
+      throw toBrookError(e);
+    });
+  }
+
+  private onDatagram(assoc: UdpAssociation, dst: Address, data: Buffer): void {
+    const max = this.o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
+    const from = `${assoc.clientAddress}:${assoc.clientPort}`;
+    if (data.length > max) {
+      this.stats.udpDropped++;
+      this.log({ from, dst: formatAddress(dst), network: 'udp', error: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
+      return;
+    }
+    const key = `${assoc.id}|${formatAddress(dst)}`;
+    let f = this.flows.get(key);
+    if (!f) {
+      f = { key, assoc, dst, queue: [], queuedBytes: 0, tunnel: null, idle: null, closed: false };
+      this.flows.set(key, f);
+      this.openFlow(f, from);
+    }
+    this.touch(f);
+    if (!f.tunnel) {
+      const limit = this.o.udpQueueLimit ?? DEFAULT_UDP_FLOW_QUEUE_LIMIT;
+      if (f.queuedBytes + data.length > limit) {
+        this.stats.udpDropped++;
+        return;
+      }
+      f.queue.push(data);
+      f.queuedBytes += data.length;
+      return;
+    }
+    this.sendDatagram(f, data);
+  }
+
+  private sendDatagram(f: UdpFlow, data: Buffer): void {
+    const t = f.tunnel!;
+    if (t.socket.writableLength > UDP_TUNNEL_BACKLOG_LIMIT) {
+      this.stats.udpDropped++;
+      return;
+    }
+    t.socket.write(t.codec.seal(data));
+  }
+
+  private openFlow(f: UdpFlow, from: string): void {
+    this.dial('udp', f.dst).then(
+      (t) => {
+        if (f.closed) {
+          t.socket.destroy();
+          return;
+        }
+        f.tunnel = { socket: t.socket, codec: t.codec };
+        const onData = (d: Buffer) => {
+          this.touch(f);
+          try {
+            t.codec.push(d, (p) => f.assoc.send(f.dst, p));
+          } catch (e) {
+            const err = toBrookError(e);
+            this.log({ from, dst: formatAddress(f.dst), network: 'udp', error: err.message, code: err.code });
+            this.closeFlow(f);
+          }
+        };
+        t.socket.on('data', onData);
+        t.socket.on('error', () => this.closeFlow(f));
+        t.socket.on('close', () => this.closeFlow(f));
+        t.socket.on('end', () => this.closeFlow(f));
+        t.socket.resume();
+        if (t.leftover.length > 0) onData(t.leftover);
+        for (const d of f.queue.splice(0)) this.sendDatagram(f, d);
+        f.queuedBytes = 0;
+      },
+      (err: BrookError) => {
+        this.log({ from, dst: formatAddress(f.dst), network: 'udp', error: err.message, code: err.code });
+        this.stats.udpDropped += f.queue.length;
+        this.closeFlow(f);
+      },
+    );
+  }
+
+  private touch(f: UdpFlow): void {
+    const secs = this.o.udpTimeout ?? 60;
+    if (secs <= 0) return;
+    if (f.idle) f.idle.refresh();
+    else f.idle = setTimeout(() => this.closeFlow(f), secs * 1000);
+  }
+
+  private closeFlow(f: UdpFlow): void {
+    if (f.closed) return;
+    f.closed = true;
+    if (f.idle) clearTimeout(f.idle);
+    f.queue = [];
+    f.tunnel?.socket.destroy();
+    this.flows.delete(f.key);
+  }
+
+  /** Open UDP flows (for tests and stats). */
+  get udpFlows(): number {
+    return this.flows.size;
+  }
+
+  async listen(): Promise<void> {
+    await this.socks.listen();
+    if (this.o.http) {
+      const h = parseListen(this.o.http);
+      this.http = createHttpProxyServer({
+        host: h.host ?? '0.0.0.0',
+        port: h.port,
+        log: (e) => this.log(e as unknown as Record<string, unknown>),
+        dial: async (dst) => new TunnelDuplex(await this.dial('tcp', dst)),
+      });
+      await this.http.listen();
+    }
+  }
+
+  httpAddress(): { host: string; port: number } | null {
+    return this.http ? this.http.address() : null;
+  }
+
+  async close(graceMs = 0): Promise<void> {
+    const closing = [this.socks.close(), this.http?.close()];
+    if (graceMs > 0 && this.relays.size > 0) {
+      const deadline = Date.now() + graceMs;
+      while (this.relays.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const r of this.relays) r.close();
+    for (const f of this.flows.values()) this.closeFlow(f);
+    await Promise.all(closing);
+  }
+}

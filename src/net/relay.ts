@@ -1,0 +1,170 @@
+/**
+ * The one relay used by every tunnel, both ends: a plain side (the local SOCKS5
+ * client, or the destination) and a tunnel side (the upgraded connection) whose
+ * bytes go through a transform (Brook fragments or withoutBrookProtocol).
+ *
+ *   plain --data--> [coalesce within one event-loop turn] --seal--> tunnel
+ *   plain <--emit-- [open] <--data-- tunnel
+ *
+ * - Backpressure: a side whose peer's write() returned false is paused until 'drain'.
+ * - Half-close: 'end' on one side ends the other side's writable after pending
+ *   data; the relay is done when both sockets have closed.
+ * - Fill fragments: reads that arrive in the same event-loop turn are sealed
+ *   together (full fragments), a lone small write is flushed on setImmediate,
+ *   never held for a timer.
+ * - One teardown path: finish(err) destroys both sockets and reports once.
+ */
+import type { Socket } from 'node:net';
+import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
+
+export interface TunnelTransform {
+  /** Tunnel bytes to plain payloads. */
+  open(chunk: Buffer, emit: (payload: Buffer) => void): void;
+  /** Plain bytes to tunnel bytes. */
+  seal(data: Buffer): Buffer;
+  /** The tunnel side ended: throw if it ended inside a unit. */
+  end(): void;
+}
+
+export interface RelayOptions {
+  /** Close after this long with no traffic on either side (0 = never). */
+  idleTimeoutMs?: number;
+  /** Plain payloads already decoded from the tunnel (written to plain first). */
+  initialPlain?: Buffer[];
+  /** Tunnel bytes already read (e.g. with the 101 head), opened first. */
+  initialTunnel?: Buffer;
+  /** Flush a coalesced batch at once when it reaches this size. */
+  coalesceLimit?: number;
+  onClose?: (err: BrookError | null, stats: RelayStats) => void;
+}
+
+export interface RelayStats {
+  /** Bytes of plain data read from the plain side (sent into the tunnel). */
+  up: number;
+  /** Bytes of plain data written to the plain side (received through the tunnel). */
+  down: number;
+}
+
+/** Default batch size that forces an immediate flush: 32 full TCP fragments. */
+export const DEFAULT_COALESCE_LIMIT = 64 * 1024;
+
+export class Relay {
+  readonly stats: RelayStats = { up: 0, down: 0 };
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
+  private plainEnded = false;
+  private done = false;
+  private closed = 0;
+  private readonly coalesceLimit: number;
+
+  constructor(
+    private readonly plain: Socket,
+    private readonly tunnel: Socket,
+    private readonly t: TunnelTransform,
+    private readonly opts: RelayOptions = {},
+  ) {
+    this.coalesceLimit = opts.coalesceLimit ?? DEFAULT_COALESCE_LIMIT;
+    for (const p of opts.initialPlain ?? []) this.writePlain(p);
+    if (opts.initialTunnel && opts.initialTunnel.length > 0) this.onTunnelData(opts.initialTunnel);
+
+    plain.on('data', (d: Buffer) => this.onPlainData(d));
+    plain.on('end', () => this.onPlainEnd());
+    tunnel.on('data', (d: Buffer) => this.onTunnelData(d));
+    tunnel.on('end', () => this.onTunnelEnd());
+    for (const s of [plain, tunnel]) {
+      s.on('error', (e) => this.finish(toBrookError(e)));
+      s.on('close', () => {
+        if (++this.closed === 2) this.finish(null);
+      });
+      if (opts.idleTimeoutMs && opts.idleTimeoutMs > 0) {
+        s.setTimeout(opts.idleTimeoutMs, () => this.finish(new BrookError(ErrorCodes.TIMEOUT, `idle for ${opts.idleTimeoutMs} ms`)));
+      }
+    }
+    plain.resume();
+    tunnel.resume();
+  }
+
+  private onPlainData(d: Buffer): void {
+    this.stats.up += d.length;
+    this.pending.push(d);
+    this.pendingBytes += d.length;
+    if (this.pendingBytes >= this.coalesceLimit) {
+      this.flush();
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.pendingBytes === 0 || this.done) return;
+    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    let out: Buffer;
+    try {
+      out = this.t.seal(data);
+    } catch (e) {
+      this.finish(toBrookError(e));
+      return;
+    }
+    if (!this.tunnel.write(out) && !this.plain.isPaused()) {
+      this.plain.pause();
+      this.tunnel.once('drain', () => this.plain.resume());
+    }
+    if (this.plainEnded) this.tunnel.end();
+  }
+
+  private onPlainEnd(): void {
+    this.plainEnded = true;
+    if (this.pendingBytes > 0) this.flush();
+    else this.tunnel.end();
+  }
+
+  private writePlain(p: Buffer): boolean {
+    this.stats.down += p.length;
+    return this.plain.write(p);
+  }
+
+  private onTunnelData(d: Buffer): void {
+    let full = false;
+    try {
+      this.t.open(d, (p) => {
+        if (!this.writePlain(p)) full = true;
+      });
+    } catch (e) {
+      this.finish(toBrookError(e));
+      return;
+    }
+    if (full && !this.tunnel.isPaused()) {
+      this.tunnel.pause();
+      this.plain.once('drain', () => this.tunnel.resume());
+    }
+  }
+
+  private onTunnelEnd(): void {
+    try {
+      this.t.end();
+    } catch (e) {
+      this.finish(toBrookError(e));
+      return;
+    }
+    this.plain.end();
+  }
+
+  /** Tear down now (e.g. server shutdown). */
+  close(err: BrookError | null = null): void {
+    this.finish(err ?? new BrookError(ErrorCodes.CLOSED, 'closed'));
+  }
+
+  private finish(err: BrookError | null): void {
+    if (this.done) return;
+    this.done = true;
+    this.pending = [];
+    this.plain.destroy();
+    this.tunnel.destroy();
+    this.opts.onClose?.(err, this.stats);
+  }
+}
