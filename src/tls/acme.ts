@@ -38,6 +38,13 @@ export const CACHE_FILE_MODE = 0o600;
 export const CACHE_DIR_MODE = 0o700;
 export const ACCOUNT_KEY_FILE = 'account.key.pem';
 
+/** setTimeout's largest delay (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function formatDelay(ms: number): string {
+  return ms < 10_000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`;
+}
+
 /** Accepts 'production', 'staging' or a directory URL; undefined means production. */
 export function resolveDirectoryUrl(v?: string): string {
   if (v === undefined || v === '' || v === 'production') return LETSENCRYPT_PRODUCTION;
@@ -250,7 +257,7 @@ export class CertManager extends EventEmitter {
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.tick(), delayMs);
+    this.timer = setTimeout(() => void this.tick(), Math.min(Math.max(0, delayMs), MAX_TIMER_MS));
     // While no certificate exists the timer keeps the process alive (start() is pending on it).
     if (this.cur) this.timer.unref();
   }
@@ -280,7 +287,7 @@ export class CertManager extends EventEmitter {
       const cause = (e as Error)?.message ?? String(e);
       const err = new BrookError(
         ErrorCodes.ACME_FAILED,
-        `ACME order for ${this.domain} at ${this.directoryUrl} failed (attempt ${this.failures}): ${cause}; retrying in ${Math.round(delay / 1000)} s`,
+        `ACME order for ${this.domain} at ${this.directoryUrl} failed (attempt ${this.failures}): ${cause}; retrying in ${formatDelay(delay)}`,
         { cause: e },
       );
       this.lastError = err;
@@ -294,7 +301,12 @@ export class CertManager extends EventEmitter {
 
   private install(c: CurrentCert): void {
     this.cur = c;
-    this.emit('certificate', c);
+    try {
+      this.emit('certificate', c);
+    } catch (e) {
+      // A failing listener must not turn a good certificate into a failed order.
+      this.log('error', `'certificate' listener threw: ${(e as Error)?.message ?? String(e)}`);
+    }
     for (const w of this.waiters) w.resolve(c);
     this.waiters.clear();
   }
