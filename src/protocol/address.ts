@@ -84,7 +84,7 @@ export function writeAddress(a: Address, out: Uint8Array, offset = 0): number {
     case 'ipv4': {
       out[o++] = ATYP_IPV4;
       const parts = a.host.split('.').map(Number);
-      if (parts.length !== IPV4_SIZE || parts.some((p) => !(p >= 0 && p <= 255))) {
+      if (!isIPv4(a.host)) {
         throw new BrookError(ErrorCodes.ADDRESS_INVALID, `bad IPv4 address ${a.host}`);
       }
       for (const p of parts) out[o++] = p;
@@ -195,7 +195,7 @@ export function parseIPv6(text: string): Uint8Array {
 function tryParseIPv6(text: string): Uint8Array | null {
   let s = text;
   const pct = s.indexOf('%');
-  if (pct >= 0) s = s.slice(0, pct);
+  if (pct >= 0) s = pct === s.length - 1 ? '' : s.slice(0, pct); // an empty zone is invalid
   const groups: number[] = [];
   const v4 = /(?:^|:)(\d+\.\d+\.\d+\.\d+)$/.exec(s);
   let tailWords: number[] = [];
