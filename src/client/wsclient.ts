@@ -61,7 +61,14 @@ interface UdpFlow {
   tunnel: { socket: import('node:net').Socket; codec: ClientCodec } | null;
   idle: NodeJS.Timeout | null;
   closed: boolean;
+  /** "ip:port" of the SOCKS5 client, for log lines. */
+  from: string;
+  /** Drops logged so far for this flow (at most UDP_FLOW_MAX_LOGGED_DROPS lines). */
+  logged: number;
 }
+
+/** Log lines per UDP flow for dropped datagrams (later drops are only counted in stats.udpDropped). */
+export const UDP_FLOW_MAX_LOGGED_DROPS = 3;
 
 export class WsClient {
   readonly socks: Socks5Server;
@@ -137,7 +144,8 @@ export class WsClient {
 
   private onDatagram(assoc: UdpAssociation, dst: Address, data: Buffer): void {
     const max = this.o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
-    const from = `${assoc.clientAddress}:${assoc.clientPort}`;
+    const ca = assoc.clientAddress ?? '?';
+    const from = ca.includes(':') ? `[${ca}]:${assoc.clientPort}` : `${ca}:${assoc.clientPort}`;
     if (data.length > max) {
       this.stats.udpDropped++;
       this.log({ from, dst: formatAddress(dst), network: 'udp', error: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
@@ -146,7 +154,7 @@ export class WsClient {
     const key = `${assoc.id}|${formatAddress(dst)}`;
     let f = this.flows.get(key);
     if (!f) {
-      f = { key, assoc, dst, queue: [], queuedBytes: 0, tunnel: null, idle: null, closed: false };
+      f = { key, assoc, dst, queue: [], queuedBytes: 0, tunnel: null, idle: null, closed: false, from, logged: 0 };
       this.flows.set(key, f);
       this.openFlow(f, from);
     }
@@ -154,7 +162,7 @@ export class WsClient {
     if (!f.tunnel) {
       const limit = this.o.udpQueueLimit ?? DEFAULT_UDP_FLOW_QUEUE_LIMIT;
       if (f.queuedBytes + data.length > limit) {
-        this.stats.udpDropped++;
+        this.dropDatagram(f, `queue of ${limit} bytes full while the tunnel opens`);
         return;
       }
       f.queue.push(data);
@@ -167,10 +175,18 @@ export class WsClient {
   private sendDatagram(f: UdpFlow, data: Buffer): void {
     const t = f.tunnel!;
     if (t.socket.writableLength > UDP_TUNNEL_BACKLOG_LIMIT) {
-      this.stats.udpDropped++;
+      this.dropDatagram(f, `tunnel backlog over ${UDP_TUNNEL_BACKLOG_LIMIT} bytes`);
       return;
     }
     t.socket.write(t.codec.seal(data));
+  }
+
+  /** Count a dropped datagram; log the first few per flow. */
+  private dropDatagram(f: UdpFlow, why: string): void {
+    this.stats.udpDropped++;
+    if (f.logged >= UDP_FLOW_MAX_LOGGED_DROPS) return;
+    f.logged++;
+    this.log({ from: f.from, dst: formatAddress(f.dst), network: 'udp', error: `datagram dropped: ${why}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
   }
 
   private openFlow(f: UdpFlow, from: string): void {
@@ -192,7 +208,13 @@ export class WsClient {
           }
         };
         t.socket.on('data', onData);
-        t.socket.on('error', () => this.closeFlow(f));
+        t.socket.on('error', (e) => {
+          if (!f.closed) {
+            const err = toBrookError(e);
+            this.log({ from, dst: formatAddress(f.dst), network: 'udp', error: err.message, code: err.code });
+          }
+          this.closeFlow(f);
+        });
         t.socket.on('close', () => this.closeFlow(f));
         t.socket.on('end', () => this.closeFlow(f));
         t.socket.resume();
@@ -236,7 +258,11 @@ export class WsClient {
       this.http = createHttpProxyServer({
         host: h.host ?? '0.0.0.0',
         port: h.port,
-        log: (e) => this.log(e as unknown as Record<string, unknown>),
+        log: (e) => {
+          // access lines stay quiet; failures are logged like the SOCKS5 side
+          if (e.event === 'request') return;
+          this.log({ from: e.client ?? '', dst: e.destination ?? '', network: 'tcp', error: e.message ?? e.event, code: e.code });
+        },
         dial: async (dst) => new TunnelDuplex(await this.dial('tcp', dst)),
       });
       await this.http.listen();

@@ -1,0 +1,35 @@
+# brook-ts. `make run` and `make test` work on a fresh machine (they install what they need).
+.PHONY: install deps build native typecheck test run bench clean
+
+NODE_MODULES := node_modules/.package-lock.json
+
+$(NODE_MODULES): package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+install: $(NODE_MODULES)
+
+# Debian packages used by the tests (pebble, curl, openssl, python3, a C toolchain)
+deps:
+	bash .ci/test-deps.sh
+
+build: install
+	npx tsc -p tsconfig.json
+
+# the optional AES-GCM addon; without a compiler node:crypto is used (CI: strict)
+native: install
+	node native/build.mjs $(if $(BROOK_TS_NATIVE_STRICT),--strict,)
+
+typecheck: install
+	npx tsc -p tsconfig.test.json
+
+test: deps build native typecheck
+	npx vitest run
+
+run: build native
+	bash cmd/run-local.sh
+
+bench: build native
+	npx tsx bench/run.ts
+
+clean:
+	rm -rf dist native/build

@@ -1,0 +1,319 @@
+/**
+ * The brook-ts command line: upstream Brook's command and flag names, short
+ * aliases and defaults for wsserver, wsclient, wssserver, wssclient, link and
+ * connect. A mistake is one line on stderr and a non-zero exit.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { WsClient, type WsClientOptions, DEFAULT_SOCKS5_LISTEN } from './client/wsclient.js';
+import type { ServerEndpoint } from './client/dial.js';
+import { backendName, parseBackendPreference, selectBackend } from './crypto/index.js';
+import { BrookError, ErrorCodes } from './errors.js';
+import { buildLink, type LinkKind, linkKindForServer, type LinkOptions, parseLink, parseServerUrl } from './link.js';
+import { createLogger, type Logger } from './log.js';
+import { parseHostPort } from './protocol/address.js';
+import { DEFAULT_PATH, WsServer } from './server/wsserver.js';
+import { DEFAULT_PROBE_BYTE_BUDGET, DEFAULT_PROBE_TIMEOUT_MS } from './server/tunnel.js';
+import { startWssServer } from './server/wssserver.js';
+
+export const VERSION = '0.1.0';
+/** Seconds open tunnels get to finish after SIGINT/SIGTERM. */
+export const DEFAULT_SHUTDOWN_GRACE_SECONDS = 10;
+
+function seconds(v: string): number {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a whole number of seconds');
+  return Number(v);
+}
+
+function positiveInt(v: string): number {
+  if (!/^[1-9]\d*$/.test(v)) throw new InvalidArgumentError('expected a positive whole number');
+  return Number(v);
+}
+
+function listenAddress(v: string): string {
+  if (!/^(\[[^\]]+\]|[^:[\]]*):\d{1,5}$/.test(v)) throw new InvalidArgumentError('expected host:port or :port');
+  return v;
+}
+
+const EXAMPLES: Record<string, string> = {
+  wsserver: 'brook-ts wsserver --listen :9999 --password hello',
+  wsclient: 'brook-ts wsclient --wsserver ws://1.2.3.4:9999 --password hello --socks5 127.0.0.1:1080',
+  wssserver: 'brook-ts wssserver --domainaddress domain.com:443 --password hello',
+  wssclient: 'brook-ts wssclient --wssserver wss://domain.com:443/ws --password hello --socks5 127.0.0.1:1080',
+  link: 'brook-ts link --server ws://1.2.3.4:9999 --password hello',
+  connect: "brook-ts connect --link 'brook://wsserver?password=hello&wsserver=ws%3A%2F%2F1.2.3.4%3A9999' --socks5 127.0.0.1:1080",
+};
+
+/** Adds --example to the help; main() answers it before required options are checked. */
+function withExample(cmd: Command, _name: string): Command {
+  return cmd.option('--example', 'print an example and exit');
+}
+
+function commonServerOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('-p, --password <password>', 'server password')
+    .option('--path <path>', 'URL path', DEFAULT_PATH)
+    .option('--tcpTimeout <seconds>', 'connection idle timeout (s), 0 = none', seconds, 0)
+    .option('--udpTimeout <seconds>', 'UDP flow idle timeout (s)', seconds, 60)
+    .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false)
+    .option('--xForwardedFor', 'log the first X-Forwarded-For address as the client address', false)
+    .option('--probeTimeout <seconds>', 'bound on a silent handshake and on the drain after a bad one (s)', seconds, DEFAULT_PROBE_TIMEOUT_MS / 1000)
+    .option('--probeBytes <bytes>', 'bytes read and discarded after a bad handshake before closing', positiveInt, DEFAULT_PROBE_BYTE_BUDGET)
+    .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
+    .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS);
+}
+
+function commonClientOptions(cmd: Command): Command {
+  return cmd
+    .option('--socks5 <address>', 'where to listen for SOCKS5 connections', listenAddress, DEFAULT_SOCKS5_LISTEN)
+    .option('--socks5ServerIP <ip>', 'only if your socks5 server IP is different from listen IP')
+    .option('--socks5Username <username>', 'require this SOCKS5 username (RFC 1929)')
+    .option('--socks5Password <password>', 'require this SOCKS5 password (RFC 1929)')
+    .option('--http <address>', 'where to listen for HTTP proxy connections', listenAddress)
+    .option('--tcpTimeout <seconds>', 'connection idle timeout (s), 0 = none', seconds, 0)
+    .option('--udpTimeout <seconds>', 'UDP flow idle timeout (s)', seconds, 60)
+    .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
+    .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS);
+}
+
+type Opts = Record<string, unknown>;
+
+function onSignals(log: Logger, close: (graceMs: number) => Promise<void>, graceSeconds: number): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) process.exit(1); // second signal: leave now
+    stopping = true;
+    log({ msg: 'shutting down', signal, graceSeconds });
+    close(graceSeconds * 1000).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+function readPem(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new BrookError(ErrorCodes.CONFIG, `cannot read ${what} ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Client settings from --wsserver/--wssserver or --link. */
+function clientSettings(kind: LinkKind, o: Opts): Pick<WsClientOptions, 'endpoint' | 'password' | 'withoutBrookProtocol' | 'clientHKDFInfo' | 'serverHKDFInfo'> {
+  if (o['link']) {
+    const l = parseLink(String(o['link']));
+    if (kind && l.kind !== kind && o['command'] !== 'connect') {
+      throw new BrookError(ErrorCodes.LINK_KIND, `this is a ${l.kind} link; use brook-ts ${l.kind === 'wsserver' ? 'wsclient' : 'wssclient'} or connect`);
+    }
+    const address = l.address ? parseHostPort(l.address) : undefined;
+    return {
+      endpoint: {
+        secure: l.kind === 'wssserver',
+        hostPort: l.hostPort,
+        hostname: l.hostname,
+        port: l.port,
+        path: l.path,
+        address: address ? { host: address.host, port: address.port } : undefined,
+        insecure: l.insecure || Boolean(o['insecure']),
+        ca: l.ca ?? (o['ca'] ? readPem(String(o['ca']), 'CA file') : undefined),
+      },
+      password: l.password,
+      withoutBrookProtocol: l.withoutBrookProtocol || Boolean(o['withoutBrookProtocol']),
+      clientHKDFInfo: l.clientHKDFInfo,
+      serverHKDFInfo: l.serverHKDFInfo,
+    };
+  }
+  const url = o[kind] as string | undefined;
+  const flag = kind === 'wsserver' ? '--wsserver' : '--wssserver';
+  if (!url) throw new BrookError(ErrorCodes.CONFIG, `${flag} or --link is required`);
+  if (!o['password']) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
+  const u = parseServerUrl(kind, url);
+  const address = o['address'] ? parseHostPort(String(o['address'])) : undefined;
+  const endpoint: ServerEndpoint = {
+    secure: kind === 'wssserver',
+    hostPort: u.hostPort,
+    hostname: u.hostname,
+    port: u.port,
+    path: u.path,
+    address: address ? { host: address.host, port: address.port } : undefined,
+    insecure: Boolean(o['insecure']),
+    ca: o['ca'] ? readPem(String(o['ca']), 'CA file') : undefined,
+  };
+  return { endpoint, password: String(o['password']), withoutBrookProtocol: Boolean(o['withoutBrookProtocol']) };
+}
+
+async function runClient(kind: LinkKind, command: string, o: Opts): Promise<void> {
+  const log = createLogger();
+  selectBackend(o['crypto'] as 'auto');
+  const s = clientSettings(kind, { ...o, command });
+  const auth =
+    o['socks5Username'] !== undefined || o['socks5Password'] !== undefined
+      ? { username: String(o['socks5Username'] ?? ''), password: String(o['socks5Password'] ?? '') }
+      : undefined;
+  const client = new WsClient({
+    ...s,
+    socks5: String(o['socks5']),
+    socks5ServerIP: o['socks5ServerIP'] as string | undefined,
+    socks5Auth: auth,
+    http: o['http'] as string | undefined,
+    tcpTimeout: o['tcpTimeout'] as number,
+    udpTimeout: o['udpTimeout'] as number,
+    log,
+  });
+  await client.listen();
+  const a = client.socks.address();
+  const h = client.httpAddress();
+  log({
+    msg: 'listening',
+    command,
+    socks5: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
+    ...(h ? { http: `${h.host}:${h.port}` } : {}),
+    server: `${s.endpoint.secure ? 'wss' : 'ws'}://${s.endpoint.hostPort}${s.endpoint.path}`,
+    withoutBrookProtocol: Boolean(s.withoutBrookProtocol),
+    crypto: backendName(),
+  });
+  onSignals(log, (g) => client.close(g), o['shutdownGrace'] as number);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('brook-ts')
+    .description("Brook's WebSocket mode for Node.js, wire-compatible with upstream Brook")
+    .version(VERSION)
+    .showSuggestionAfterError(true);
+
+  const wsserver = commonServerOptions(
+    withExample(program.command('wsserver').description('Run as brook wsserver, both TCP and UDP: a standard http server and websocket server'), 'wsserver').requiredOption(
+      '-l, --listen <address>',
+      "listen address, like ':9999'",
+      listenAddress,
+    ),
+  );
+  wsserver.action(async (o: Opts) => {
+    const log = createLogger();
+    selectBackend(o['crypto'] as 'auto');
+    const srv = new WsServer({
+      listen: String(o['listen']),
+      password: String(o['password']),
+      path: String(o['path']),
+      tcpTimeout: o['tcpTimeout'] as number,
+      udpTimeout: o['udpTimeout'] as number,
+      withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
+      xForwardedFor: Boolean(o['xForwardedFor']),
+      probeTimeoutMs: (o['probeTimeout'] as number) * 1000,
+      probeByteBudget: o['probeBytes'] as number,
+      log,
+    });
+    const a = await srv.listen();
+    log({
+      msg: 'listening',
+      command: 'wsserver',
+      listen: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
+      path: String(o['path']),
+      withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
+      crypto: backendName(),
+    });
+    onSignals(log, (g) => srv.close(g), o['shutdownGrace'] as number);
+  });
+
+  const wssserver = commonServerOptions(
+    withExample(program.command('wssserver').description('Run as brook wssserver, both TCP and UDP: a standard https server and websocket server'), 'wssserver')
+      .requiredOption('--domainaddress <domain:port>', 'such as domain.com:443; with automatic certificates port 80 is used too')
+      .option('--cert <file>', 'certificate file (PEM); without --cert/--certkey a certificate is obtained by ACME')
+      .option('--certkey <file>', 'certificate key file (PEM)')
+      .option('--listen <address>', 'listen address for https (default: all interfaces, the port of --domainaddress)', listenAddress)
+      .option('--httpListen <address>', 'where to serve ACME HTTP-01 challenges and redirect to https', listenAddress, ':80')
+      .option('--acmeDirectory <url>', "ACME directory URL, or 'production' / 'staging' (Let's Encrypt)", 'production')
+      .option('--acmeEmail <email>', 'contact email for the ACME account')
+      .option('--acmeCA <file>', 'CA bundle (PEM) trusted to reach the ACME server')
+      .option('--cacheDir <dir>', 'where the ACME account key and certificates are kept', '.letsencrypt'),
+  );
+  wssserver.action(async (o: Opts) => {
+    const log = createLogger();
+    selectBackend(o['crypto'] as 'auto');
+    const h = await startWssServer(o, log);
+    onSignals(log, (g) => h.close(g), o['shutdownGrace'] as number);
+  });
+
+  const wsclient = commonClientOptions(
+    withExample(program.command('wsclient').description('Run as brook wsclient, both TCP and UDP, to start a socks5 proxy'), 'wsclient')
+      .option('-s, --wsserver <url>', 'brook wsserver address, like ws://1.2.3.4:80; if no path then /ws is used')
+      .option('-p, --password <password>', 'brook wsserver password')
+      .option('--link <link>', 'brook link: replaces --wsserver, --password and the options it carries')
+      .option('--address <host:port>', 'dial this address instead of resolving the host of --wsserver')
+      .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
+  );
+  wsclient.action((o: Opts) => runClient('wsserver', 'wsclient', o));
+
+  const wssclient = commonClientOptions(
+    withExample(program.command('wssclient').description('Run as brook wssclient, both TCP and UDP, to start a socks5 proxy'), 'wssclient')
+      .option('-s, --wssserver <url>', 'brook wssserver address, like wss://domain.com:443; if no path then /ws is used')
+      .option('-p, --password <password>', 'brook wssserver password')
+      .option('--link <link>', 'brook link: replaces --wssserver, --password and the options it carries')
+      .option('--address <host:port>', 'dial this address instead of resolving the host of --wssserver')
+      .option('--insecure', "do not verify the server's certificate chain and host name", false)
+      .option('--ca <file>', 'trust this CA (PEM) in addition to the system ones')
+      .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
+  );
+  wssclient.action((o: Opts) => runClient('wssserver', 'wssclient', o));
+
+  const connect = commonClientOptions(
+    withExample(program.command('connect').description('Connect to a brook link (wsserver or wssserver)'), 'connect').requiredOption(
+      '-l, --link <link>',
+      'brook link, you can get it via brook-ts link',
+    ),
+  );
+  connect.action((o: Opts) => {
+    const l = parseLink(String(o['link']));
+    return runClient(l.kind, 'connect', o);
+  });
+
+  withExample(program.command('link').description('Generate a brook link'), 'link')
+    .requiredOption('-s, --server <url>', 'ws://1.2.3.4:9999 or wss://domain.com:443/ws')
+    .option('-p, --password <password>', 'password', '')
+    .option('-u, --username <username>', 'username')
+    .option('--name <name>', 'give this server a name')
+    .option('--address <host:port>', 'dial this address instead of resolving the host of the server')
+    .option('--insecure', "client does not verify the server's certificate chain and host name")
+    .option('--ca <file>', 'embed this CA (PEM) in the link')
+    .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol')
+    .option('--clientHKDFInfo <info>', 'HKDF info for the client to server direction')
+    .option('--serverHKDFInfo <info>', 'HKDF info for the server to client direction')
+    .action((o: Opts) => {
+      const server = String(o['server']);
+      const kind = linkKindForServer(server);
+      parseServerUrl(kind, server);
+      const options: LinkOptions = {
+        address: o['address'] as string | undefined,
+        insecure: o['insecure'] ? true : undefined,
+        ca: o['ca'] ? readPem(String(o['ca']), 'CA file') : undefined,
+        withoutBrookProtocol: o['withoutBrookProtocol'] ? true : undefined,
+        clientHKDFInfo: o['clientHKDFInfo'] as string | undefined,
+        serverHKDFInfo: o['serverHKDFInfo'] as string | undefined,
+        name: o['name'] as string | undefined,
+        username: o['username'] as string | undefined,
+      };
+      process.stdout.write(buildLink(kind, server, String(o['password']), options) + '\n');
+    });
+
+  return program;
+}
+
+/** Entry point: runs the program; a BrookError becomes one line on stderr and exit code 1. */
+export async function main(argv: string[] = process.argv): Promise<void> {
+  const command = argv[2];
+  if (command && argv.slice(3).includes('--example') && EXAMPLES[command]) {
+    process.stdout.write(EXAMPLES[command] + '\n');
+    return;
+  }
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    const msg = e instanceof BrookError ? e.message : (e as Error)?.message ?? String(e);
+    const sys = (e as NodeJS.ErrnoException)?.code;
+    process.stderr.write(`brook-ts: ${sys === 'EADDRINUSE' ? 'address already in use: ' : ''}${msg.split('\n')[0]}\n`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * wssserver: wsserver over TLS. With --cert/--certkey the files are used;
+ * without them a certificate for the domain is obtained by ACME (HTTP-01 on
+ * port 80, configurable), cached on disk and renewed in place
+ * (protocol/wss-certificates.md).
+ */
+import type { Server as HttpServer } from 'node:http';
+import type { Server as TlsServer } from 'node:tls';
+import { BrookError, ErrorCodes } from '../errors.js';
+import type { Logger } from '../log.js';
+import { parseHostPort } from '../protocol/address.js';
+import { CertManager, resolveDirectoryUrl } from '../tls/acme.js';
+import { loadCertFiles } from '../tls/certfiles.js';
+import { attachCertManager, createPortEightyServer, createTlsOptions } from '../tls/tlsserver.js';
+import { parseListen } from '../net/listen.js';
+import { readFileSync } from 'node:fs';
+import { WsServer } from './wsserver.js';
+
+type Opts = Record<string, unknown>;
+
+export interface WssHandle {
+  server: WsServer;
+  port80: HttpServer | null;
+  certManager: CertManager | null;
+  close(graceMs: number): Promise<void>;
+}
+
+export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
+  const da = parseHostPort(String(o['domainaddress']));
+  if (da.type !== 'domain') {
+    throw new BrookError(ErrorCodes.CONFIG, `--domainaddress needs a domain name, got ${da.host}`);
+  }
+  const domain = da.host;
+  const listen = o['listen'] ? String(o['listen']) : `:${da.port}`;
+  const common = {
+    listen,
+    password: String(o['password']),
+    path: String(o['path']),
+    tcpTimeout: o['tcpTimeout'] as number,
+    udpTimeout: o['udpTimeout'] as number,
+    withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
+    xForwardedFor: Boolean(o['xForwardedFor']),
+    probeTimeoutMs: (o['probeTimeout'] as number) * 1000,
+    probeByteBudget: o['probeBytes'] as number,
+    log,
+  };
+
+  if (o['cert'] || o['certkey']) {
+    if (!o['cert'] || !o['certkey']) throw new BrookError(ErrorCodes.CONFIG, '--cert and --certkey go together');
+    const c = await loadCertFiles(String(o['cert']), String(o['certkey']));
+    const server = new WsServer({ ...common, tls: createTlsOptions({ domain, cert: c.cert, key: c.key }) });
+    const a = await server.listen();
+    log({ msg: 'listening', command: 'wssserver', listen: `${a.address}:${a.port}`, domain, certificate: 'files', notAfter: c.notAfter.toISOString() });
+    return { server, port80: null, certManager: null, close: (g) => server.close(g) };
+  }
+
+  const manager = new CertManager({
+    domain,
+    directoryUrl: resolveDirectoryUrl(String(o['acmeDirectory'] ?? 'production')),
+    email: o['acmeEmail'] as string | undefined,
+    cacheDir: String(o['cacheDir'] ?? '.letsencrypt'),
+    caBundle: o['acmeCA'] ? readFileSync(String(o['acmeCA'])) : undefined,
+    log: (e) => log({ ...e }),
+  });
+  manager.on('error', () => {
+    /* logged by the manager; it keeps retrying with backoff */
+  });
+  const httpListen = parseListen(String(o['httpListen'] ?? ':80'));
+  const port80 = await createPortEightyServer({ host: httpListen.host, port: httpListen.port, certManager: manager, httpsPort: da.port });
+  const cert = await manager.start();
+  const server = new WsServer({ ...common, tls: createTlsOptions({ domain, cert: cert.cert, key: cert.key }) });
+  attachCertManager(server.server as unknown as TlsServer, manager);
+  const a = await server.listen();
+  log({ msg: 'listening', command: 'wssserver', listen: `${a.address}:${a.port}`, domain, certificate: 'acme', notAfter: cert.notAfter.toISOString() });
+  return {
+    server,
+    port80,
+    certManager: manager,
+    close: async (g) => {
+      manager.stop();
+      await Promise.all([server.close(g), new Promise<void>((r) => port80.close(() => r()))]);
+    },
+  };
+}
