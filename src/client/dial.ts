@@ -58,7 +58,8 @@ export function dialTunnel(o: DialOptions): Promise<OpenTunnel> {
         ALPNProtocols: ['http/1.1'],
         rejectUnauthorized: !e.insecure,
         ca: e.ca ? [e.ca] : undefined,
-        checkServerIdentity: e.insecure ? () => undefined : undefined,
+        // set only when insecure: an explicit undefined replaces tls.checkServerIdentity and trips Node's assert
+        ...(e.insecure ? { checkServerIdentity: () => undefined } : {}),
         // honoured by TLSSocket, missing from ConnectionOptions' type
         ...({ allowHalfOpen: true } as object),
       })
