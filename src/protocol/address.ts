@@ -79,6 +79,9 @@ export function encodedAddressSize(a: Address): number {
 
 /** Write the address into `out` at `offset`; returns the bytes written. */
 export function writeAddress(a: Address, out: Uint8Array, offset = 0): number {
+  if (!Number.isInteger(a.port) || a.port < 0 || a.port > 0xffff) {
+    throw new BrookError(ErrorCodes.ADDRESS_INVALID, `port out of range: ${a.port}`);
+  }
   let o = offset;
   switch (a.type) {
     case 'ipv4': {

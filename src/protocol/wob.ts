@@ -49,7 +49,11 @@ export class WobHeaderDecoder {
   constructor(
     private readonly passwordHash: Uint8Array,
     private readonly parse: ParseHeaderOptions = {},
-  ) {}
+  ) {
+    if (passwordHash.length !== WOB_PASSWORD_SIZE) {
+      throw new BrookError(ErrorCodes.CONFIG, `password hash must be ${WOB_PASSWORD_SIZE} bytes`);
+    }
+  }
 
   push(chunk: Uint8Array): WobHeaderResult | null {
     let off = 0;
@@ -95,10 +99,22 @@ export class WobDatagramDecoder {
   private lenHave = 0;
   private body: Buffer | null = null;
   private bodyHave = 0;
+  private failed: BrookError | null = null;
 
   constructor(private readonly maxPayload: number = MAX_WOB_UDP_PAYLOAD) {}
 
+  /** Feed a chunk; whole datagrams go to `emit`. After a throw the decoder refuses further input. */
   push(chunk: Uint8Array, emit: (datagram: Buffer) => void): void {
+    if (this.failed) throw this.failed;
+    try {
+      this.pushInner(chunk, emit);
+    } catch (e) {
+      this.failed = e instanceof BrookError ? e : new BrookError(ErrorCodes.INTERNAL, String(e), { cause: e });
+      throw this.failed;
+    }
+  }
+
+  private pushInner(chunk: Uint8Array, emit: (datagram: Buffer) => void): void {
     let off = 0;
     while (off < chunk.length) {
       if (!this.body) {
@@ -132,6 +148,7 @@ export class WobDatagramDecoder {
   }
 
   end(): void {
+    if (this.failed) throw this.failed;
     if (this.lenHave > 0) throw new BrookError(ErrorCodes.LENGTH_TRUNCATED, 'stream ended inside a datagram length');
     if (this.body) throw new BrookError(ErrorCodes.STREAM_TRUNCATED, 'stream ended inside a datagram');
   }
