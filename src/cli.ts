@@ -14,7 +14,7 @@ import { createLogger, type Logger } from './log.js';
 import { parseHostPort } from './protocol/address.js';
 import { DEFAULT_PATH, WsServer } from './server/wsserver.js';
 import { DEFAULT_PROBE_BYTE_BUDGET, DEFAULT_PROBE_TIMEOUT_MS } from './server/tunnel.js';
-import { startWssServer } from './server/wssserver.js';
+import { serverOptionsFromFlags, startWssServer } from './server/wssserver.js';
 
 export const VERSION = '0.1.0';
 /** Seconds open tunnels get to finish after SIGINT/SIGTERM. */
@@ -194,18 +194,7 @@ export function buildProgram(): Command {
   wsserver.action(async (o: Opts) => {
     const log = createLogger();
     selectBackend(o['crypto'] as 'auto');
-    const srv = new WsServer({
-      listen: String(o['listen']),
-      password: String(o['password']),
-      path: String(o['path']),
-      tcpTimeout: o['tcpTimeout'] as number,
-      udpTimeout: o['udpTimeout'] as number,
-      withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
-      xForwardedFor: Boolean(o['xForwardedFor']),
-      probeTimeoutMs: (o['probeTimeout'] as number) * 1000,
-      probeByteBudget: o['probeBytes'] as number,
-      log,
-    });
+    const srv = new WsServer(serverOptionsFromFlags(o, String(o['listen']), log));
     const a = await srv.listen();
     log({
       msg: 'listening',

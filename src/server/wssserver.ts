@@ -14,7 +14,7 @@ import { loadCertFiles } from '../tls/certfiles.js';
 import { attachCertManager, createPortEightyServer, createTlsOptions } from '../tls/tlsserver.js';
 import { parseListen } from '../net/listen.js';
 import { readFileSync } from 'node:fs';
-import { WsServer } from './wsserver.js';
+import { WsServer, type WsServerOptions } from './wsserver.js';
 
 type Opts = Record<string, unknown>;
 
@@ -25,14 +25,9 @@ export interface WssHandle {
   close(graceMs: number): Promise<void>;
 }
 
-export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
-  const da = parseHostPort(String(o['domainaddress']));
-  if (da.type !== 'domain') {
-    throw new BrookError(ErrorCodes.CONFIG, `--domainaddress needs a domain name, got ${da.host}`);
-  }
-  const domain = da.host;
-  const listen = o['listen'] ? String(o['listen']) : `:${da.port}`;
-  const common = {
+/** WsServer options from the flags wsserver and wssserver share. */
+export function serverOptionsFromFlags(o: Opts, listen: string, log: Logger): WsServerOptions {
+  return {
     listen,
     password: String(o['password']),
     path: String(o['path']),
@@ -44,6 +39,16 @@ export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
     probeByteBudget: o['probeBytes'] as number,
     log,
   };
+}
+
+export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
+  const da = parseHostPort(String(o['domainaddress']));
+  if (da.type !== 'domain') {
+    throw new BrookError(ErrorCodes.CONFIG, `--domainaddress needs a domain name, got ${da.host}`);
+  }
+  const domain = da.host;
+  const listen = o['listen'] ? String(o['listen']) : `:${da.port}`;
+  const common = serverOptionsFromFlags(o, listen, log);
 
   if (o['cert'] || o['certkey']) {
     if (!o['cert'] || !o['certkey']) throw new BrookError(ErrorCodes.CONFIG, '--cert and --certkey go together');
