@@ -217,7 +217,12 @@ export function buildProgram(): Command {
       .option('--acmeDirectory <url>', "ACME directory URL, or 'production' / 'staging' (Let's Encrypt)", 'production')
       .option('--acmeEmail <email>', 'contact email for the ACME account')
       .option('--acmeCA <file>', 'CA bundle (PEM) trusted to reach the ACME server')
-      .option('--cacheDir <dir>', 'where the ACME account key and certificates are kept', '.letsencrypt'),
+      .option('--cacheDir <dir>', 'where the ACME account key and certificates are kept', '.letsencrypt')
+      .addOption(
+        new Option('--acmeSkipChallengeVerification', "testing only: skip acme-client's own DNS/HTTP pre-check of the HTTP-01 challenge (e.g. against pebble with a name the system resolver does not know)")
+          .default(false)
+          .hideHelp(),
+      ),
   );
   wssserver.action(async (o: Opts) => {
     const log = createLogger();

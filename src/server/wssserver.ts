@@ -41,6 +41,14 @@ export function serverOptionsFromFlags(o: Opts, listen: string, log: Logger): Ws
   };
 }
 
+function readPemFile(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new BrookError(ErrorCodes.CONFIG, `cannot read ${flag} ${path}: ${(e as Error).message}`);
+  }
+}
+
 export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
   const da = parseHostPort(String(o['domainaddress']));
   if (da.type !== 'domain') {
@@ -64,7 +72,8 @@ export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
     directoryUrl: resolveDirectoryUrl(String(o['acmeDirectory'] ?? 'production')),
     email: o['acmeEmail'] as string | undefined,
     cacheDir: String(o['cacheDir'] ?? '.letsencrypt'),
-    caBundle: o['acmeCA'] ? readFileSync(String(o['acmeCA'])) : undefined,
+    caBundle: o['acmeCA'] ? readPemFile(String(o['acmeCA']), '--acmeCA') : undefined,
+    skipChallengeVerification: Boolean(o['acmeSkipChallengeVerification']),
     log: (e) => log({ ...e }),
   });
   manager.on('error', () => {
