@@ -6,7 +6,10 @@
  * Anti-probing: until the header has been checked the server sends nothing. A
  * failed decrypt, a wrong password hash or a stale time gets no answer: the
  * connection is read and discarded (as upstream does) but only within a time
- * and byte budget, then closed.
+ * and byte budget, then closed. Both budgets run from the upgrade, whatever the
+ * client sent: a silent client, a wrong password and garbage are all closed
+ * probeTimeoutMs after the 101 (or once probeByteBudget bytes have arrived), so
+ * the close tells a prober nothing about its bytes.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
@@ -74,31 +77,47 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     resolveClosed();
   };
 
-  /** Bad handshake: answer nothing, read and discard within the budget, then close. */
+  /** Bytes received since the upgrade, before a valid header (the probe byte budget). */
+  let received = 0;
+  /** Why the handshake failed, once it has (the connection is then being drained). */
+  let drainError: BrookError | null = null;
+
+  /** Bad handshake: answer nothing, read and discard within the budgets, then close. */
   const drain = (err: BrookError) => {
     socket.removeListener('data', onHandshakeData);
-    let discarded = 0;
     const stop = () => finish(err);
-    clearTimeout(handshakeTimer);
-    handshakeTimer = setTimeout(stop, o.probeTimeoutMs);
+    if (received > o.probeByteBudget) {
+      stop();
+      return;
+    }
+    // the deadline set at the upgrade (handshakeTimer) keeps running
     socket.on('data', (d: Buffer) => {
-      discarded += d.length;
-      if (discarded > o.probeByteBudget) stop();
+      received += d.length;
+      if (received > o.probeByteBudget) stop();
     });
     socket.on('end', stop);
     socket.resume();
   };
 
-  let handshakeTimer = setTimeout(() => {
-    if (!header) drain(new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeTimeoutMs} ms`));
+  // One deadline from the upgrade for silent, bad and drained connections alike.
+  const handshakeTimer = setTimeout(() => {
+    if (header) return;
+    finish(drainError ?? new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeTimeoutMs} ms`));
   }, o.probeTimeoutMs);
 
   const onHandshakeData = (chunk: Buffer) => {
+    received += chunk.length;
     let h: FirstPayload | null;
     try {
       h = codec.push(chunk, (p) => early.push(p));
     } catch (e) {
-      drain(toBrookError(e));
+      drainError = toBrookError(e);
+      drain(drainError);
+      return;
+    }
+    if (!h && received > o.probeByteBudget) {
+      drainError = new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeByteBudget} bytes`);
+      drain(drainError);
       return;
     }
     if (!h) return;
