@@ -1,5 +1,29 @@
 /**
- * UDP over the stream, server side (protocol/udp-over-stream.md).
+ * UDP over the stream, server side (protocol/brook-stream.md, "UDP over the stream").
+ *
+ *   client --tunnel--> [fragment = one datagram] --> UdpFlow --dgram--> destination
+ *   client <--tunnel-- [fragment = one datagram] <-- UdpFlow <--dgram-- destination
+ *
+ * The tunnel's first fragment (odd time) named the destination; every later
+ * payload is sent as one datagram from one connected UDP socket (so only the
+ * destination's replies come back), and every reply goes back as one payload
+ * (Brook: one fragment, at most MAX_UDP_PAYLOAD bytes; withoutBrookProtocol:
+ * u16 length + datagram, at most MAX_WOB_UDP_PAYLOAD). The size limits of the
+ * client direction are enforced by the codec (first fragment 2048 bytes on the
+ * wire, later ones 65507): a violation closes the tunnel.
+ *
+ * Drops, each logged (first few per flow) and counted in `dropped`, never
+ * fatal: a reply too large for the protocol, a reply while the tunnel's unsent
+ * bytes exceed udpQueueLimit, a datagram beyond udpQueueLimit queued while the
+ * destination is being resolved, a send error (e.g. ICMP port unreachable from
+ * a destination that does not answer).
+ *
+ * Life: closes after udpTimeout seconds without a datagram in either direction
+ * (a normal end, no error), when the tunnel ends, or on a protocol error.
+ *
+ * Not done (upstream does it): upstream reuses the same local UDP port for the
+ * same (client source, destination) pair across tunnels (its UDPSrc cache);
+ * here each tunnel gets a fresh ephemeral port.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
@@ -8,18 +32,32 @@ import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import type { ServerCodec } from '../protocol/session.js';
+import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
 import type { ServerTunnelOptions } from './tunnel.js';
+
+/** Log lines per flow for dropped datagrams / send errors (later ones are only counted). */
+export const UDP_FLOW_MAX_LOGGED_DROPS = 3;
 
 /**
  * UDP over the stream, server side: each payload is one datagram to the
  * destination; each reply datagram goes back as one payload.
  */
 export class UdpFlow {
+  /** Connected socket; null while the destination is being resolved / connected. */
   private sock: UdpSocket | null = null;
-  private queue: Buffer[] = [];
+  private pendingSock: UdpSocket | null = null;
+  private queue: Buffer[];
+  private queuedBytes: number;
   private idle: NodeJS.Timeout | null = null;
   private done = false;
+  private readonly maxReply: number;
+  private readonly from: string;
+  private logged = 0;
+  /** Datagrams dropped in either direction. */
   dropped = 0;
+  /** Datagrams sent to the destination / replies sent back into the tunnel. */
+  sent = 0;
+  replied = 0;
 
   constructor(
     private readonly tunnel: Socket,
@@ -29,12 +67,17 @@ export class UdpFlow {
     early: Buffer[],
     private readonly onDone: (err: BrookError | null) => void,
   ) {
-    this.queue = early;
+    this.maxReply = o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
+    const ra = tunnel.remoteAddress ?? '';
+    this.from = ra.includes(':') ? `[${ra}]:${tunnel.remotePort}` : `${ra}:${tunnel.remotePort}`;
+    this.queue = [];
+    this.queuedBytes = 0;
+    for (const p of early) this.toDestination(p);
     this.touch();
     tunnel.on('data', (d: Buffer) => {
       this.touch();
       try {
-        this.codec.push(d, (p) => this.send(p));
+        this.codec.push(d, (p) => this.toDestination(p));
       } catch (e) {
         this.close(toBrookError(e));
       }
@@ -47,58 +90,113 @@ export class UdpFlow {
 
   private async open(): Promise<void> {
     const dst = this.header.destination;
+    let ip: string;
     try {
-      const ip = isIP(dst.host) ? dst.host : (await lookup(dst.host)).address;
-      if (this.done) return;
-      const sock = createSocket(isIP(ip) === 6 ? 'udp6' : 'udp4');
-      sock.on('error', (e) => this.close(toBrookError(e)));
-      sock.on('message', (msg) => {
-        this.touch();
-        if (this.tunnel.writableLength > this.o.udpQueueLimit) {
-          this.dropped++;
-          return;
-        }
-        try {
-          this.tunnel.write(this.codec.seal(msg));
-        } catch (e) {
-          this.close(toBrookError(e));
-        }
-      });
-      sock.connect(dst.port, ip, () => {
-        if (this.done) return;
-        this.sock = sock;
-        for (const p of this.queue.splice(0)) sock.send(p);
-      });
-      this.sock = null;
-      this.pendingSock = sock;
+      ip = isIP(dst.host) ? dst.host : (await lookup(dst.host)).address;
     } catch (e) {
       const err = toBrookError(e);
       this.close(new BrookError(err.code, `resolve ${formatAddress(dst)}: ${err.message}`, { cause: e }));
+      return;
+    }
+    if (this.done) return;
+    const sock = createSocket(isIP(ip) === 6 ? 'udp6' : 'udp4');
+    this.pendingSock = sock;
+    // Before connect() completes an error is fatal (no socket to use); after it,
+    // errors are per-datagram (ECONNREFUSED from an ICMP unreachable): log and keep going.
+    sock.on('error', (e) => {
+      if (this.sock) this.drop(`send to ${formatAddress(dst)} failed: ${e.message}`, toBrookError(e).code);
+      else this.close(toBrookError(e));
+    });
+    sock.on('message', (msg) => this.toTunnel(msg));
+    try {
+      sock.connect(dst.port, ip, () => {
+        if (this.done) return;
+        this.sock = sock;
+        this.pendingSock = null;
+        const q = this.queue;
+        this.queue = [];
+        this.queuedBytes = 0;
+        for (const p of q) this.send(p);
+      });
+    } catch (e) {
+      this.close(toBrookError(e));
     }
   }
 
-  private pendingSock: UdpSocket | null = null;
+  /** One payload from the tunnel = one datagram to the destination. */
+  private toDestination(p: Buffer): void {
+    if (this.done) return;
+    if (this.sock) {
+      this.send(p);
+      return;
+    }
+    if (this.queuedBytes + p.length > this.o.udpQueueLimit) {
+      this.drop(`queue of ${this.o.udpQueueLimit} bytes full while opening`, ErrorCodes.PAYLOAD_OVERSIZED);
+      return;
+    }
+    this.queue.push(p);
+    this.queuedBytes += p.length;
+  }
 
   private send(p: Buffer): void {
-    if (this.sock) this.sock.send(p);
-    else if (this.queue.reduce((n, b) => n + b.length, 0) + p.length <= this.o.udpQueueLimit) this.queue.push(p);
-    else this.dropped++;
+    this.sent++;
+    // With a callback: an error reported by send() (e.g. a pending ECONNREFUSED) is
+    // otherwise lost silently by node:dgram; later ones arrive as 'error' events.
+    this.sock!.send(p, this.onSent);
+  }
+
+  private readonly onSent = (e: Error | null): void => {
+    if (e && !this.done) this.drop(`send to ${formatAddress(this.header.destination)} failed: ${e.message}`, toBrookError(e).code);
+  };
+
+  /** One reply datagram = one payload into the tunnel. */
+  private toTunnel(msg: Buffer): void {
+    if (this.done) return;
+    this.touch();
+    if (msg.length > this.maxReply) {
+      this.drop(`reply of ${msg.length} bytes exceeds ${this.maxReply}`, ErrorCodes.PAYLOAD_OVERSIZED);
+      return;
+    }
+    if (this.tunnel.writableLength > this.o.udpQueueLimit) {
+      this.drop(`tunnel backlog over ${this.o.udpQueueLimit} bytes`, ErrorCodes.PAYLOAD_OVERSIZED);
+      return;
+    }
+    let out: Buffer;
+    try {
+      out = this.codec.seal(msg);
+    } catch (e) {
+      this.close(toBrookError(e));
+      return;
+    }
+    this.replied++;
+    this.tunnel.write(out);
+  }
+
+  private drop(message: string, code: string): void {
+    this.dropped++;
+    if (this.logged >= UDP_FLOW_MAX_LOGGED_DROPS) return;
+    this.logged++;
+    this.o.log({ from: this.from, dst: formatAddress(this.header.destination), network: 'udp', error: `datagram dropped: ${message}`, code });
   }
 
   private touch(): void {
-    if (this.o.udpTimeout <= 0) return;
+    if (this.o.udpTimeout <= 0 || this.done) return;
     if (this.idle) this.idle.refresh();
-    else this.idle = setTimeout(() => this.close(new BrookError(ErrorCodes.TIMEOUT, `udp flow idle for ${this.o.udpTimeout} s`)), this.o.udpTimeout * 1000);
+    else this.idle = setTimeout(() => this.close(null), this.o.udpTimeout * 1000);
   }
 
+  /** The one teardown path: idle, tunnel end, protocol error, server shutdown. */
   close(err: BrookError | null = null): void {
     if (this.done) return;
     this.done = true;
     if (this.idle) clearTimeout(this.idle);
-    try {
-      (this.sock ?? this.pendingSock)?.close();
-    } catch {
-      // already closed
+    this.queue = [];
+    for (const s of [this.sock, this.pendingSock]) {
+      try {
+        s?.close();
+      } catch {
+        // already closed
+      }
     }
     this.tunnel.destroy();
     this.onDone(err);
