@@ -102,7 +102,8 @@ export class FragmentDecoder {
   private have = 0; // bytes of the current unit gathered so far
   private need = SEALED_LENGTH_SIZE;
   private failed: BrookError | null = null;
-  private readonly coalesce: boolean;
+  /** See FragmentDecoderOptions.coalesce; may be switched on later (the server does after the header). */
+  coalesce: boolean;
 
   constructor(
     private readonly cipher: BrookCipher,

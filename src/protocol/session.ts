@@ -170,6 +170,8 @@ class BrookServerCodec implements ServerCodec {
       const h = parseFirstPayload(payload, { now: this.o.now, maxAgeSeconds: this.o.maxAgeSeconds });
       this.header = h;
       decoder.maxPayload = h.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD;
+      // TCP: later chunks open whole runs of fragments in one batch call and one emit
+      decoder.coalesce = h.network === 'tcp';
     });
     return !hadHeader && this.header ? this.header : null;
   }
