@@ -8,7 +8,6 @@
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
-import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -441,14 +440,10 @@ describe('captured upstream UDP streams replayed into WsServer', () => {
   });
 });
 
-const PROBE_CANDIDATES = [
-  process.env.SOCKSPROBE,
-  fileURLToPath(new URL('../../shared/tools/socksprobe.py', import.meta.url)),
-  fileURLToPath(new URL('./tools/socksprobe.py', import.meta.url)),
-].filter((p): p is string => !!p);
-const PROBE = PROBE_CANDIDATES.find((p) => existsSync(p));
+/** The independent probe, copied from ../shared/tools into test/tools (no run-time dependency on ../shared). */
+const PROBE = fileURLToPath(new URL('./tools/socksprobe.py', import.meta.url));
 
-describe.skipIf(!PROBE)('independent client: socksprobe.py udp', () => {
+describe('independent client: socksprobe.py udp', () => {
   const cleanup: Array<() => Promise<void>> = [];
   afterEach(async () => {
     for (const f of cleanup.splice(0).reverse()) await f();
