@@ -9,9 +9,8 @@
  * - Backpressure: a side whose peer's write() returned false is paused until 'drain'.
  * - Half-close: 'end' on one side ends the other side's writable after pending
  *   data; the relay is done when both sockets have closed.
- * - Fill fragments: reads that arrive in the same event-loop turn are sealed
- *   together (full fragments), a lone small write is flushed on setImmediate,
- *   never held for a timer.
+ * - Fill fragments: each read is sealed at once into full fragments (a read
+ *   holds everything the socket had, up to 64 KiB); nothing is held back.
  * - One teardown path: finish(err) destroys both sockets and reports once.
  */
 import type { Socket } from 'node:net';
@@ -33,8 +32,6 @@ export interface RelayOptions {
   initialPlain?: Buffer[];
   /** Tunnel bytes already read (e.g. with the 101 head), opened first. */
   initialTunnel?: Buffer;
-  /** Flush a coalesced batch at once when it reaches this size. */
-  coalesceLimit?: number;
   onClose?: (err: BrookError | null, stats: RelayStats) => void;
 }
 
@@ -45,18 +42,10 @@ export interface RelayStats {
   down: number;
 }
 
-/** Default batch size that forces an immediate flush: 32 full TCP fragments. */
-export const DEFAULT_COALESCE_LIMIT = 64 * 1024;
-
 export class Relay {
   readonly stats: RelayStats = { up: 0, down: 0 };
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private flushScheduled = false;
-  private plainEnded = false;
   private done = false;
   private closed = 0;
-  private readonly coalesceLimit: number;
 
   constructor(
     private readonly plain: Socket,
@@ -64,7 +53,6 @@ export class Relay {
     private readonly t: TunnelTransform,
     private readonly opts: RelayOptions = {},
   ) {
-    this.coalesceLimit = opts.coalesceLimit ?? DEFAULT_COALESCE_LIMIT;
     for (const p of opts.initialPlain ?? []) this.writePlain(p);
     if (opts.initialTunnel && opts.initialTunnel.length > 0) this.onTunnelData(opts.initialTunnel);
 
@@ -87,25 +75,13 @@ export class Relay {
 
   private onPlainData(d: Buffer): void {
     this.stats.up += d.length;
-    this.pending.push(d);
-    this.pendingBytes += d.length;
-    if (this.pendingBytes >= this.coalesceLimit) {
-      this.flush();
-    } else if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
-  }
-
-  private flush(): void {
-    this.flushScheduled = false;
-    if (this.pendingBytes === 0 || this.done) return;
-    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
-    this.pendingBytes = 0;
+    if (this.done) return;
+    // Seal at once: one socket read is already as much as the socket had (libuv reads
+    // until EAGAIN, 64 KiB at a time), so waiting for the end of the event-loop turn
+    // filled nothing more and cost every small exchange a loop iteration of latency.
     let out: Buffer;
     try {
-      out = this.t.seal(data);
+      out = this.t.seal(d);
     } catch (e) {
       this.finish(toBrookError(e));
       return;
@@ -114,13 +90,10 @@ export class Relay {
       this.plain.pause();
       this.tunnel.once('drain', () => this.plain.resume());
     }
-    if (this.plainEnded) this.tunnel.end();
   }
 
   private onPlainEnd(): void {
-    this.plainEnded = true;
-    if (this.pendingBytes > 0) this.flush();
-    else this.tunnel.end();
+    this.tunnel.end();
   }
 
   private writePlain(p: Buffer): boolean {
@@ -162,7 +135,6 @@ export class Relay {
   private finish(err: BrookError | null): void {
     if (this.done) return;
     this.done = true;
-    this.pending = [];
     this.plain.destroy();
     this.tunnel.destroy();
     this.opts.onClose?.(err, this.stats);
