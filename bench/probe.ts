@@ -227,9 +227,11 @@ async function tcp(): Promise<unknown> {
     const h = createHash('sha256');
     let got = 0;
     await new Promise<void>((resolve) => {
+      // the clock stops at the last byte, not at the end-of-stream (v2ray delays its half-close)
       s.on('data', (d: Buffer) => {
         h.update(d);
         got += d.length;
+        if (got >= total) resolve();
       });
       s.on('end', resolve);
       s.on('close', resolve);
