@@ -10,7 +10,8 @@
  * - Half-close: 'end' on one side ends the other side's writable after pending
  *   data; the relay is done when both sockets have closed.
  * - Fill fragments: each read is sealed at once into full fragments (a read
- *   holds everything the socket had, up to 64 KiB); nothing is held back.
+ *   holds everything the socket had, up to 64 KiB); reads already buffered
+ *   behind it are gathered into the same seal; nothing waits for a timer.
  * - One teardown path: finish(err) destroys both sockets and reports once.
  */
 import type { Socket } from 'node:net';
@@ -42,8 +43,14 @@ export interface RelayStats {
   down: number;
 }
 
+/** Most plain bytes gathered into one seal: 32 full TCP fragments. */
+export const COALESCE_LIMIT = 64 * 1024;
+
 export class Relay {
   readonly stats: RelayStats = { up: 0, down: 0 };
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
   private done = false;
   private closed = 0;
 
@@ -76,12 +83,31 @@ export class Relay {
   private onPlainData(d: Buffer): void {
     this.stats.up += d.length;
     if (this.done) return;
-    // Seal at once: one socket read is already as much as the socket had (libuv reads
-    // until EAGAIN, 64 KiB at a time), so waiting for the end of the event-loop turn
-    // filled nothing more and cost every small exchange a loop iteration of latency.
+    // Fill fragments without waiting: a socket read already holds everything the
+    // socket had. Only when more reads are buffered behind this one (a paused
+    // socket resuming emits them back to back in this same tick) are they
+    // gathered and sealed together; a lone write is sealed at once.
+    this.pending.push(d);
+    this.pendingBytes += d.length;
+    if (this.plain.readableLength > 0 && this.pendingBytes < COALESCE_LIMIT) {
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+      return;
+    }
+    this.flush();
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.pendingBytes === 0 || this.done) return;
+    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
     let out: Buffer;
     try {
-      out = this.t.seal(d);
+      out = this.t.seal(data);
     } catch (e) {
       this.finish(toBrookError(e));
       return;
@@ -93,6 +119,7 @@ export class Relay {
   }
 
   private onPlainEnd(): void {
+    this.flush();
     this.tunnel.end();
   }
 
