@@ -15,6 +15,7 @@ import { parseHostPort } from './protocol/address.js';
 import { DEFAULT_PATH, WsServer } from './server/wsserver.js';
 import { DEFAULT_PROBE_BYTE_BUDGET, DEFAULT_PROBE_TIMEOUT_MS } from './server/tunnel.js';
 import { serverOptionsFromFlags, startWssServer } from './server/wssserver.js';
+import { DEFAULT_WORKERS, parseWorkers, socks5UdpPortForWorker, withWorkers } from './cluster.js';
 
 export const VERSION = '0.1.0';
 /** Seconds open tunnels get to finish after SIGINT/SIGTERM. */
@@ -60,7 +61,8 @@ function commonServerOptions(cmd: Command): Command {
     .option('--probeTimeout <seconds>', 'bound on a silent handshake and on the drain after a bad one (s)', seconds, DEFAULT_PROBE_TIMEOUT_MS / 1000)
     .option('--probeBytes <bytes>', 'bytes read and discarded after a bad handshake before closing', positiveInt, DEFAULT_PROBE_BYTE_BUDGET)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
-    .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS);
+    .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS)
+    .option('--workers <n>', WORKERS_HELP, parseWorkers, DEFAULT_WORKERS);
 }
 
 function commonClientOptions(cmd: Command): Command {
@@ -73,8 +75,11 @@ function commonClientOptions(cmd: Command): Command {
     .option('--tcpTimeout <seconds>', 'connection idle timeout (s), 0 = none', seconds, 0)
     .option('--udpTimeout <seconds>', 'UDP flow idle timeout (s)', seconds, 60)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
-    .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS);
+    .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS)
+    .option('--workers <n>', WORKERS_HELP + '; with more than 1 each worker relays UDP on its own port, announced in the UDP ASSOCIATE reply', parseWorkers, DEFAULT_WORKERS);
 }
+
+const WORKERS_HELP = 'processes sharing the listening socket, or "auto" (one per core)';
 
 type Opts = Record<string, unknown>;
 
@@ -158,6 +163,7 @@ async function runClient(kind: LinkKind, command: string, o: Opts): Promise<void
     socks5: String(o['socks5']),
     socks5ServerIP: o['socks5ServerIP'] as string | undefined,
     socks5Auth: auth,
+    socks5UdpPort: socks5UdpPortForWorker(),
     http: o['http'] as string | undefined,
     tcpTimeout: o['tcpTimeout'] as number,
     udpTimeout: o['udpTimeout'] as number,
@@ -191,7 +197,7 @@ export function buildProgram(): Command {
       listenAddress,
     ),
   );
-  wsserver.action(async (o: Opts) => {
+  wsserver.action(withWorkers(async (o: Opts) => {
     const log = createLogger();
     selectBackend(o['crypto'] as 'auto');
     const srv = new WsServer(serverOptionsFromFlags(o, String(o['listen']), log));
@@ -205,7 +211,7 @@ export function buildProgram(): Command {
       crypto: backendName(),
     });
     onSignals(log, (g) => srv.close(g), o['shutdownGrace'] as number);
-  });
+  }));
 
   const wssserver = commonServerOptions(
     withExample(program.command('wssserver').description('Run as brook wssserver, both TCP and UDP: a standard https server and websocket server'), 'wssserver')
@@ -224,12 +230,12 @@ export function buildProgram(): Command {
           .hideHelp(),
       ),
   );
-  wssserver.action(async (o: Opts) => {
+  wssserver.action(withWorkers(async (o: Opts) => {
     const log = createLogger();
     selectBackend(o['crypto'] as 'auto');
     const h = await startWssServer(o, log);
     onSignals(log, (g) => h.close(g), o['shutdownGrace'] as number);
-  });
+  }));
 
   const wsclient = commonClientOptions(
     withExample(program.command('wsclient').description('Run as brook wsclient, both TCP and UDP, to start a socks5 proxy'), 'wsclient')
@@ -239,7 +245,7 @@ export function buildProgram(): Command {
       .option('--address <host:port>', 'dial this address instead of resolving the host of --wsserver')
       .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
   );
-  wsclient.action((o: Opts) => runClient('wsserver', 'wsclient', o));
+  wsclient.action(withWorkers((o: Opts) => runClient('wsserver', 'wsclient', o)));
 
   const wssclient = commonClientOptions(
     withExample(program.command('wssclient').description('Run as brook wssclient, both TCP and UDP, to start a socks5 proxy'), 'wssclient')
@@ -251,7 +257,7 @@ export function buildProgram(): Command {
       .option('--ca <file>', 'trust this CA (PEM) in addition to the system ones')
       .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
   );
-  wssclient.action((o: Opts) => runClient('wssserver', 'wssclient', o));
+  wssclient.action(withWorkers((o: Opts) => runClient('wssserver', 'wssclient', o)));
 
   const connect = commonClientOptions(
     withExample(program.command('connect').description('Connect to a brook link (wsserver or wssserver)'), 'connect').requiredOption(
@@ -259,10 +265,10 @@ export function buildProgram(): Command {
       'brook link, you can get it via brook-ts link',
     ),
   );
-  connect.action((o: Opts) => {
+  connect.action(withWorkers((o: Opts) => {
     const l = parseLink(String(o['link']));
     return runClient(l.kind, 'connect', o);
-  });
+  }));
 
   withExample(program.command('link').description('Generate a brook link'), 'link')
     .requiredOption('-s, --server <url>', 'ws://1.2.3.4:9999 or wss://domain.com:443/ws')

@@ -35,6 +35,8 @@ export interface WsClientOptions {
   /** IP announced in UDP ASSOCIATE replies (upstream --socks5ServerIP). */
   socks5ServerIP?: string;
   socks5Auth?: { username: string; password: string };
+  /** SOCKS5 UDP relay port (default: the SOCKS5 TCP port; 0 = ephemeral, used by --workers). */
+  socks5UdpPort?: number;
   /** HTTP proxy listen address (optional). */
   http?: string;
   tcpTimeout?: number;
@@ -85,6 +87,7 @@ export class WsClient {
     this.socks = createSocks5Server({
       host: listen.host ?? '0.0.0.0',
       port: listen.port,
+      udpPort: o.socks5UdpPort,
       auth: o.socks5Auth,
       announceIP: o.socks5ServerIP,
       log: this.log,

@@ -102,6 +102,12 @@ export interface Socks5ServerOptions {
   host: string;
   /** TCP listen port; the UDP relay socket binds the same host and port number. 0 = ephemeral. */
   port: number;
+  /**
+   * Bind the UDP relay socket on this port instead of the TCP port (0 = an ephemeral
+   * one); the UDP ASSOCIATE reply announces it. Used by --workers (src/cluster.ts):
+   * each worker relays the datagrams of the associations it holds.
+   */
+  udpPort?: number;
   auth?: { username: string; password: string };
   /** Enable UDP ASSOCIATE (default true). */
   udp?: boolean;
@@ -621,7 +627,7 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
         return;
       }
       try {
-        const s = await bindUdp(familyIsV6(a.family) ? 'udp6' : 'udp4', a.address, a.port);
+        const s = await bindUdp(familyIsV6(a.family) ? 'udp6' : 'udp4', a.address, opts.udpPort ?? a.port);
         s.on('message', onDatagram);
         s.on('error', (e) => log(`${a.address}:${a.port}`, '', 'udp', e));
         tcp = server;
