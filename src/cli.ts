@@ -188,7 +188,9 @@ export function buildProgram(): Command {
   const program = new Command('brook-ts')
     .description("Brook's WebSocket mode for Node.js, wire-compatible with upstream Brook")
     .version(VERSION)
-    .showSuggestionAfterError(true);
+    .showSuggestionAfterError(true)
+    // commander's errors (and its "(Did you mean ...?)" hint) as one line, like ours: "brook-ts: ..."
+    .configureOutput({ outputError: (str, write) => write(`brook-ts: ${str.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')}\n`) });
 
   const wsserver = commonServerOptions(
     withExample(program.command('wsserver').description('Run as brook wsserver, both TCP and UDP: a standard http server and websocket server'), 'wsserver').requiredOption(
