@@ -9,7 +9,7 @@
  *   baseline   a plain SOCKS5 pass-through (no encryption, one process): the ceiling
  * All are measured by the same client, bench/probe.ts, in its own process.
  *
- * Per contender and repeat (fresh processes each repeat): server RSS idle and with N idle open
+ * Per contender and repeat (5 by default, fresh processes each repeat, contenders interleaved): server RSS idle and with N idle open
  * tunnels, connect+first-byte latency over 300 connections, UDP echo, single-stream upload and
  * download (256 MiB, SHA-256 checked), 8 concurrent streams up and down (8 x 32 MiB), CPU seconds
  * per GiB moved (client and server process trees, /proc/PID/stat utime+stime around the transfers).
@@ -51,7 +51,7 @@ interface Sizes {
   holdCount: number;
 }
 
-const FULL: Sizes = { repeats: 3, singleMiB: 256, multiConns: 8, multiMiBEach: 32, rttCount: 300, udpCount: 200, udpSize: 1200, holdCount: 1000 };
+const FULL: Sizes = { repeats: 5, singleMiB: 256, multiConns: 8, multiMiBEach: 32, rttCount: 300, udpCount: 200, udpSize: 1200, holdCount: 1000 };
 const QUICK: Sizes = { repeats: 1, singleMiB: 32, multiConns: 8, multiMiBEach: 4, rttCount: 50, udpCount: 50, udpSize: 1200, holdCount: 200 };
 
 function flag(name: string): string | undefined {
