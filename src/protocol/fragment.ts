@@ -53,16 +53,26 @@ export class FragmentEncoder {
   encode(data: Uint8Array): Buffer {
     if (data.length === 0) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(encodedSize(data.length, this.maxPayload));
+    const n = this.encodeInto(data, out);
+    return n === out.length ? out : out.subarray(0, n);
+  }
+
+  /**
+   * encode() into a caller's buffer (which must hold encodedSize(data.length, maxPayload)
+   * bytes, else RangeError): lets the network side reuse its output buffers.
+   * Returns the bytes written.
+   */
+  encodeInto(data: Uint8Array, out: Uint8Array): number {
+    if (data.length === 0) return 0;
+    if (out.length < encodedSize(data.length, this.maxPayload)) throw new RangeError('encodeInto: output buffer too small');
     const batch = this.cipher.engine.sealFragments;
-    if (batch) {
-      const n = batch.call(this.cipher.engine, this.cipher.nonce, data, this.maxPayload, out, 0);
-      return n === out.length ? out : out.subarray(0, n);
-    }
+    if (batch) return batch.call(this.cipher.engine, this.cipher.nonce, data, this.maxPayload, out, 0);
+    const o8 = Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.length);
     let o = 0;
     for (let i = 0; i < data.length; i += this.maxPayload) {
-      o += this.writeFragment(data.subarray(i, Math.min(data.length, i + this.maxPayload)), out, o);
+      o += this.writeFragment(data.subarray(i, Math.min(data.length, i + this.maxPayload)), o8, o);
     }
-    return out;
+    return o;
   }
 
   private writeFragment(payload: Uint8Array, out: Buffer, offset: number): number {

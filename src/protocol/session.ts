@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { BrookError, ErrorCodes } from '../errors.js';
 import type { Address } from './address.js';
 import { type AeadBackend, BrookCipher, DEFAULT_HKDF_INFO } from './cipher.js';
-import { FragmentDecoder, FragmentEncoder } from './fragment.js';
+import { encodedSize, FragmentDecoder, FragmentEncoder } from './fragment.js';
 import { buildFirstPayload, type Clock, type FirstPayload, type Network, parseFirstPayload } from './header.js';
 import { MAX_FIRST_PAYLOAD, MAX_TCP_PAYLOAD, MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD, NONCE_SIZE } from './sizes.js';
 import type { RandomSource } from './upgrade.js';
@@ -46,6 +46,12 @@ export interface ClientCodec {
   hello(): Buffer;
   /** Data (TCP) or one datagram (UDP) to wire bytes. */
   seal(data: Uint8Array): Buffer;
+  /**
+   * TCP with the Brook protocol: seal into `out` (reused by the caller), returning the
+   * bytes written; -1 when not applicable (UDP, withoutBrookProtocol, `out` too small):
+   * use seal() then.
+   */
+  sealInto?(data: Uint8Array, out: Uint8Array): number;
   /** Wire bytes from the server to data (TCP) or datagrams (UDP). */
   push(chunk: Buffer, emit: Emit): void;
   /** End of the server's stream: throws when it stopped mid-fragment. */
@@ -60,6 +66,8 @@ export interface ServerCodec {
   /** Bytes to send once the header is accepted (the server nonce; empty without Brook protocol). */
   accept(): Buffer;
   seal(data: Uint8Array): Buffer;
+  /** As ClientCodec.sealInto. */
+  sealInto?(data: Uint8Array, out: Uint8Array): number;
   end(): void;
 }
 
@@ -102,6 +110,11 @@ class BrookClientCodec implements ClientCodec {
 
   seal(data: Uint8Array): Buffer {
     return this.network === 'tcp' ? this.encoder.encode(data) : this.encoder.encodeOne(data);
+  }
+
+  sealInto(data: Uint8Array, out: Uint8Array): number {
+    if (this.network !== 'tcp' || out.length < encodedSize(data.length, this.encoder.maxPayload)) return -1;
+    return this.encoder.encodeInto(data, out);
   }
 
   push(chunk: Buffer, emit: Emit): void {
@@ -187,6 +200,12 @@ class BrookServerCodec implements ServerCodec {
   seal(data: Uint8Array): Buffer {
     if (!this.encoder || !this.header) throw new BrookError(ErrorCodes.INTERNAL, 'seal() before accept()');
     return this.header.network === 'tcp' ? this.encoder.encode(data) : this.encoder.encodeOne(data);
+  }
+
+  sealInto(data: Uint8Array, out: Uint8Array): number {
+    if (!this.encoder || !this.header || this.header.network !== 'tcp') return -1;
+    if (out.length < encodedSize(data.length, this.encoder.maxPayload)) return -1;
+    return this.encoder.encodeInto(data, out);
   }
 
   end(): void {

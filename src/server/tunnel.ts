@@ -181,12 +181,19 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   };
 }
 
-export function tunnelTransform(codec: { push(c: Buffer, emit: (p: Buffer) => void): unknown; seal(d: Uint8Array): Buffer; end(): void }) {
+export function tunnelTransform(codec: {
+  push(c: Buffer, emit: (p: Buffer) => void): unknown;
+  seal(d: Uint8Array): Buffer;
+  sealInto?(d: Uint8Array, out: Uint8Array): number;
+  end(): void;
+}) {
   return {
     open: (chunk: Buffer, emit: (p: Buffer) => void) => {
       codec.push(chunk, emit);
     },
     seal: (data: Buffer) => codec.seal(data),
+    // the Relay seals into reused buffers when the codec can (Brook TCP)
+    sealInto: codec.sealInto ? (data: Buffer, out: Buffer) => codec.sealInto!(data, out) : undefined,
     end: () => codec.end(),
   };
 }
