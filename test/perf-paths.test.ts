@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { loadNativeBackend } from '../src/crypto/native.js';
 import { type AeadBackend, BrookCipher, nodeCryptoBackend } from '../src/protocol/cipher.js';
-import { encodedSize, FragmentDecoder, FragmentEncoder } from '../src/protocol/fragment.js';
+import { encodedSize, FragmentDecoder, FragmentEncoder, releaseOpened } from '../src/protocol/fragment.js';
 import { createClientCodec, createServerCodec } from '../src/protocol/session.js';
 import { MAX_TCP_PAYLOAD } from '../src/protocol/sizes.js';
 
@@ -65,5 +65,25 @@ describe.each(backends)('encodeInto / sealInto (%s)', (_name, backend) => {
     const u = createClientCodec({ password: PASSWORD, network: 'udp', destination: dst, backend, now });
     u.hello();
     expect(u.sealInto!(randomBytes(100), Buffer.alloc(1000))).toBe(-1);
+  });
+});
+
+describe('batch-open buffer reuse', () => {
+  it('a released payload buffer is reused by the next batch; others are never taken in', () => {
+    if (!native.native) return; // only the native engine has the batch open
+    const enc = new FragmentEncoder(BrookCipher.fromPassword(PASSWORD, NONCE, undefined, { backend: native.backend }), MAX_TCP_PAYLOAD);
+    const dec = new FragmentDecoder(BrookCipher.fromPassword(PASSWORD, NONCE, undefined, { backend: native.backend }), { maxPayload: MAX_TCP_PAYLOAD, coalesce: true });
+    const a = randomBytes(20_000);
+    const b = randomBytes(30_000);
+    const got: Buffer[] = [];
+    dec.push(enc.encode(a), (p) => got.push(p));
+    expect(got).toHaveLength(1);
+    expect(got[0]!.equals(a)).toBe(true);
+    const first = got[0]!;
+    releaseOpened(Buffer.from('not from the pool')); // no-op
+    releaseOpened(first);
+    dec.push(enc.encode(b), (p) => got.push(p));
+    expect(got[1]!.equals(b)).toBe(true);
+    expect(got[1]!.buffer).toBe(first.buffer);
   });
 });

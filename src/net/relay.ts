@@ -16,7 +16,7 @@
  */
 import type { Socket } from 'node:net';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
-import { encodedSize } from '../protocol/fragment.js';
+import { encodedSize, releaseOpened } from '../protocol/fragment.js';
 import { MAX_TCP_PAYLOAD } from '../protocol/sizes.js';
 
 export interface TunnelTransform {
@@ -160,7 +160,8 @@ export class Relay {
 
   private writePlain(p: Buffer): boolean {
     this.stats.down += p.length;
-    return this.plain.write(p);
+    // a batch-opened payload goes back to the decoder's pool once written
+    return this.plain.write(p, () => releaseOpened(p));
   }
 
   private onTunnelData(d: Buffer): void {

@@ -83,6 +83,32 @@ export class FragmentEncoder {
   }
 }
 
+/**
+ * Reusable buffers for batch-opened TCP payloads (one per batch, at most one socket
+ * read). The relay gives a payload back with releaseOpened() once its write is done
+ * (src/net/relay.ts); a payload nobody gives back is simply left to the GC. This keeps
+ * V8's external-memory pressure (and so its full GCs) down on bulk transfers.
+ */
+export const OPEN_BUFFER_SIZE = 64 * 1024;
+/** Free buffers kept: 4 MiB. */
+export const OPEN_POOL_MAX = 64;
+const openPool: Buffer[] = [];
+const openPoolMembers = new WeakSet<ArrayBufferLike>();
+
+function takeOpenBuffer(n: number): Buffer {
+  if (n > OPEN_BUFFER_SIZE) return Buffer.allocUnsafe(n);
+  const b = openPool.pop();
+  if (b) return b;
+  const fresh = Buffer.allocUnsafeSlow(OPEN_BUFFER_SIZE);
+  openPoolMembers.add(fresh.buffer);
+  return fresh;
+}
+
+/** Give back a payload emitted by a batch open, once nothing reads it any more (no-op for others). */
+export function releaseOpened(p: Uint8Array): void {
+  if (openPool.length < OPEN_POOL_MAX && openPoolMembers.has(p.buffer)) openPool.push(Buffer.from(p.buffer, 0, OPEN_BUFFER_SIZE));
+}
+
 const enum DecoderState {
   ReadLength,
   ReadPayload,
@@ -164,7 +190,7 @@ export class FragmentDecoder {
     const batch = this.coalesce ? this.cipher.engine.openFragments : undefined;
     while (off < len) {
       if (batch && this.state === DecoderState.ReadLength && this.have === 0 && len - off >= SEALED_LENGTH_SIZE * 2) {
-        const out = Buffer.allocUnsafe(len - off);
+        const out = takeOpenBuffer(len - off);
         const r = batch.call(this.cipher.engine, this.cipher.nonce, chunk.subarray(off), this.maxPayload, out, 0);
         if (r.written > 0) emit(out.subarray(0, r.written));
         off += r.consumed;
