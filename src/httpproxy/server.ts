@@ -17,6 +17,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, toBrookError, type BrookError } from '../errors.js';
+import { PLAIN_TRANSFORM, Relay } from '../net/relay.js';
 import { type Address, formatAddress } from '../protocol/address.js';
 import {
   CONNECT_ESTABLISHED,
@@ -61,48 +62,6 @@ export interface HttpProxyServer {
 export function statusForDialError(e: BrookError): [number, string] {
   if (e.code === ErrorCodes.TIMEOUT) return [504, 'Gateway Timeout'];
   return [502, 'Bad Gateway'];
-}
-
-/**
- * Relay a <-> b with backpressure and half-close; `done` runs once when both
- * directions are finished or either side fails.
- */
-export function relay(a: Duplex, b: Duplex, done: (err?: Error) => void): void {
-  let finished = false;
-  const finish = (err?: Error): void => {
-    if (finished) return;
-    finished = true;
-    if (err) {
-      a.destroy();
-      b.destroy();
-    }
-    done(err);
-  };
-  const pump = (src: Duplex, dst: Duplex): void => {
-    src.on('data', (chunk: Buffer) => {
-      if (!dst.write(chunk)) {
-        src.pause();
-        dst.once('drain', () => src.resume());
-      }
-    });
-    // A side may have ended before the relay began (e.g. FIN right after a CONNECT head).
-    if (src.readableEnded) dst.end();
-    else src.on('end', () => dst.end());
-    src.on('error', (e) => finish(e));
-    src.on('close', () => {
-      // A side that closed without both of its halves done was cut off: take the other down too.
-      if (!(src.readableEnded && src.writableFinished)) {
-        dst.destroy();
-        finish();
-      } else if (dst.destroyed || (dst.readableEnded && dst.writableFinished)) {
-        finish();
-      }
-    });
-  };
-  pump(a, b);
-  pump(b, a);
-  a.resume();
-  b.resume();
 }
 
 export function createHttpProxyServer(opts: HttpProxyServerOptions): HttpProxyServer {
@@ -218,11 +177,13 @@ export function createHttpProxyServer(opts: HttpProxyServerOptions): HttpProxySe
       } else {
         conn.write(rest.length > 0 ? Buffer.concat([req.rewrittenHead, rest]) : req.rewrittenHead);
       }
-      relay(client, conn, (err) => {
-        if (err) {
-          log({ event: 'relay-error', client: clientName, destination: dst, code: toBrookError(err).code, message: err.message });
-        }
-        state = 'closed';
+      new Relay(client, conn, PLAIN_TRANSFORM, {
+        onClose: (err) => {
+          if (err && err.code !== ErrorCodes.CLOSED) {
+            log({ event: 'relay-error', client: clientName, destination: dst, code: err.code, message: err.message });
+          }
+          state = 'closed';
+        },
       });
     }
 

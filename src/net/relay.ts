@@ -15,6 +15,7 @@
  * - One teardown path: finish(err) destroys both sockets and reports once.
  */
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { encodedSize, releaseOpened } from '../protocol/fragment.js';
 import { MAX_TCP_PAYLOAD } from '../protocol/sizes.js';
@@ -47,6 +48,16 @@ export interface RelayStats {
   down: number;
 }
 
+/** Either side of a relay: a socket, or any Duplex (e.g. a tunnel seen as a stream). */
+export type RelaySide = Duplex & { setTimeout?: Socket['setTimeout'] };
+
+/** No transform: a plain pipe both ways (the direct SOCKS5 baseline, the HTTP proxy). */
+export const PLAIN_TRANSFORM: TunnelTransform = {
+  open: (chunk, emit) => emit(chunk),
+  seal: (data) => data,
+  end: () => {},
+};
+
 /** Most plain bytes gathered into one seal: 32 full TCP fragments. */
 export const COALESCE_LIMIT = 64 * 1024;
 
@@ -72,8 +83,8 @@ export class Relay {
   private closed = 0;
 
   constructor(
-    private readonly plain: Socket,
-    private readonly tunnel: Socket,
+    private readonly plain: RelaySide,
+    private readonly tunnel: RelaySide,
     private readonly t: TunnelTransform,
     private readonly opts: RelayOptions = {},
   ) {
@@ -87,12 +98,17 @@ export class Relay {
     for (const s of [plain, tunnel]) {
       s.on('error', (e) => this.finish(toBrookError(e)));
       s.on('close', () => {
-        if (++this.closed === 2) this.finish(null);
+        // a side that closed before both of its halves were done was cut off: take the other down too
+        if (!(s.readableEnded && s.writableFinished)) this.finish(new BrookError(ErrorCodes.CLOSED, 'closed before both directions ended'));
+        else if (++this.closed === 2) this.finish(null);
       });
-      if (opts.idleTimeoutMs && opts.idleTimeoutMs > 0) {
+      if (opts.idleTimeoutMs && opts.idleTimeoutMs > 0 && s.setTimeout) {
         s.setTimeout(opts.idleTimeoutMs, () => this.finish(new BrookError(ErrorCodes.TIMEOUT, `idle for ${opts.idleTimeoutMs} ms`)));
       }
     }
+    // a side may have ended before the relay began (e.g. FIN right after a CONNECT head)
+    if (plain.readableEnded) this.onPlainEnd();
+    if (tunnel.readableEnded) this.onTunnelEnd();
     plain.resume();
     tunnel.resume();
   }

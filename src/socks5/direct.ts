@@ -5,6 +5,7 @@
  * test the SOCKS5 layer on its own.
  */
 import net from 'node:net';
+import { PLAIN_TRANSFORM, Relay } from '../net/relay.js';
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
@@ -29,42 +30,6 @@ export interface DirectSocks5Options
   /** A per-destination UDP socket is closed after this long without traffic. */
   udpIdleTimeoutMs?: number;
   maxUdpFlowsPerAssociation?: number;
-}
-
-/**
- * Relay a <-> b: backpressure (pause on write() === false, resume on drain),
- * half-close (end of one side ends the other's writable side), and one
- * teardown: an error or an abrupt close of either side destroys both.
- */
-export function relay(a: net.Socket, b: net.Socket): void {
-  const pump = (from: net.Socket, to: net.Socket): void => {
-    from.on('data', (chunk: Buffer) => {
-      if (!to.write(chunk)) {
-        from.pause();
-        to.once('drain', () => from.resume());
-      }
-    });
-    from.on('end', () => to.end());
-  };
-  let done = false;
-  const teardown = (): void => {
-    if (done) return;
-    done = true;
-    a.destroy();
-    b.destroy();
-  };
-  const onClose = (s: net.Socket) => (hadError: boolean): void => {
-    // A clean close happens only after both directions ended; anything else is abrupt.
-    if (hadError || !s.readableEnded || !s.writableFinished) teardown();
-  };
-  a.on('error', teardown);
-  b.on('error', teardown);
-  a.on('close', onClose(a));
-  b.on('close', onClose(b));
-  pump(a, b);
-  pump(b, a);
-  a.resume();
-  b.resume();
 }
 
 interface Flow {
@@ -133,7 +98,7 @@ export function createDirectSocks5(opts: DirectSocks5Options): Socks5Server {
         upstream.destroy();
         return;
       }
-      relay(client, upstream);
+      new Relay(client, upstream, PLAIN_TRANSFORM);
     });
   }
 
