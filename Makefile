@@ -23,7 +23,9 @@ typecheck: install
 	npx tsc -p tsconfig.test.json
 
 test: deps build native typecheck
-	npx vitest run
+	npx vitest run --reporter=default --reporter=json --outputFile=test-results.json; rc=$$?; \
+	  node -e 'const r=require("./test-results.json");console.log(`tests: $${r.numPassedTests} passed, $${r.numFailedTests} failed`)'; \
+	  exit $$rc
 
 run: build native
 	bash cmd/run-local.sh
