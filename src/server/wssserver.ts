@@ -9,7 +9,6 @@ import type { Server as TlsServer } from 'node:tls';
 import { BrookError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseHostPort } from '../protocol/address.js';
-import { CertManager, resolveDirectoryUrl } from '../tls/acme.js';
 import { loadCertFiles } from '../tls/certfiles.js';
 import { attachCertManager, createPortEightyServer, createTlsOptions } from '../tls/tlsserver.js';
 import { parseListen } from '../net/listen.js';
@@ -21,7 +20,7 @@ type Opts = Record<string, unknown>;
 export interface WssHandle {
   server: WsServer;
   port80: HttpServer | null;
-  certManager: CertManager | null;
+  certManager: import('../tls/acme.js').CertManager | null;
   close(graceMs: number): Promise<void>;
 }
 
@@ -67,6 +66,8 @@ export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
     return { server, port80: null, certManager: null, close: (g) => server.close(g) };
   }
 
+  // acme-client (and its HTTP stack) is loaded only when ACME is used
+  const { CertManager, resolveDirectoryUrl } = await import('../tls/acme.js');
   const manager = new CertManager({
     domain,
     directoryUrl: resolveDirectoryUrl(String(o['acmeDirectory'] ?? 'production')),

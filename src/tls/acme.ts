@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import * as acme from 'acme-client';
 import { BrookError, ErrorCodes } from '../errors.js';
 import { checkKeyPair, readCertInfo } from './certfiles.js';
+import { ACME_CHALLENGE_PREFIX } from './constants.js';
 
 export const LETSENCRYPT_PRODUCTION: string = acme.directory.letsencrypt.production;
 export const LETSENCRYPT_STAGING: string = acme.directory.letsencrypt.staging;
@@ -33,7 +34,7 @@ export const DEFAULT_RETRY = { initialMs: 60 * 1000, maxMs: 60 * 60 * 1000 } as 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30 * 1000;
 /** acme-client's own default first poll delay. */
 export const DEFAULT_POLL_INTERVAL_MS = 5 * 1000;
-export const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+export { ACME_CHALLENGE_PREFIX };
 export const CACHE_FILE_MODE = 0o600;
 export const CACHE_DIR_MODE = 0o700;
 export const ACCOUNT_KEY_FILE = 'account.key.pem';

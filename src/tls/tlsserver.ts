@@ -14,7 +14,8 @@
 
 import http from 'node:http';
 import tls from 'node:tls';
-import { ACME_CHALLENGE_PREFIX, type CertManager, type CurrentCert } from './acme.js';
+import type { CertManager, CurrentCert } from './acme.js';
+import { ACME_CHALLENGE_PREFIX } from './constants.js';
 
 export const ALPN_PROTOCOLS = ['http/1.1'];
 export const HTTPS_DEFAULT_PORT = 443;
