@@ -11,6 +11,7 @@ import { backendName, parseBackendPreference, selectBackend } from './crypto/ind
 import { BrookError, ErrorCodes } from './errors.js';
 import { buildLink, type LinkKind, linkKindForServer, type LinkOptions, parseLink, parseServerUrl } from './link.js';
 import { createLogger, type Logger } from './log.js';
+import { formatBound } from './net/listen.js';
 import { parseHostPort } from './protocol/address.js';
 import { DEFAULT_PATH, WsServer } from './server/wsserver.js';
 import { DEFAULT_PROBE_BYTE_BUDGET, DEFAULT_PROBE_TIMEOUT_MS } from './server/tunnel.js';
@@ -175,7 +176,7 @@ async function runClient(kind: LinkKind, command: string, o: Opts): Promise<void
   log({
     msg: 'listening',
     command,
-    socks5: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
+    socks5: formatBound(a),
     ...(h ? { http: `${h.host}:${h.port}` } : {}),
     server: `${s.endpoint.secure ? 'wss' : 'ws'}://${s.endpoint.hostPort}${s.endpoint.path}`,
     withoutBrookProtocol: Boolean(s.withoutBrookProtocol),
@@ -207,7 +208,7 @@ export function buildProgram(): Command {
     log({
       msg: 'listening',
       command: 'wsserver',
-      listen: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
+      listen: formatBound(a),
       path: String(o['path']),
       withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
       crypto: backendName(),

@@ -1,5 +1,6 @@
 /** Listen addresses as upstream writes them: ":9999", "0.0.0.0:9999", "127.0.0.1:1080", "[::1]:1080". */
 import { BrookError, ErrorCodes } from '../errors.js';
+import { formatAddress, makeAddress } from '../protocol/address.js';
 
 export interface ListenAddress {
   /** undefined = all interfaces (":port"). */
@@ -15,4 +16,9 @@ export function parseListen(s: string): ListenAddress {
   }
   const host = m[1] ?? (m[2] || undefined);
   return { host, port };
+}
+
+/** "127.0.0.1:1080", "[::1]:1080": a bound or peer address as log lines show it. */
+export function formatBound(a: { address: string; port: number }): string {
+  return formatAddress(makeAddress(a.address, a.port));
 }

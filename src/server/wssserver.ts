@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import { parseHostPort } from '../protocol/address.js';
 import { loadCertFiles } from '../tls/certfiles.js';
 import { attachCertManager, createPortEightyServer, createTlsOptions } from '../tls/tlsserver.js';
-import { parseListen } from '../net/listen.js';
+import { formatBound, parseListen } from '../net/listen.js';
 import { readFileSync } from 'node:fs';
 import { WsServer, type WsServerOptions } from './wsserver.js';
 
@@ -62,7 +62,7 @@ export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
     const c = await loadCertFiles(String(o['cert']), String(o['certkey']));
     const server = new WsServer({ ...common, tls: createTlsOptions({ domain, cert: c.cert, key: c.key }) });
     const a = await server.listen();
-    log({ msg: 'listening', command: 'wssserver', listen: `${a.address}:${a.port}`, domain, certificate: 'files', notAfter: c.notAfter.toISOString() });
+    log({ msg: 'listening', command: 'wssserver', listen: formatBound(a), domain, certificate: 'files', notAfter: c.notAfter.toISOString() });
     return { server, port80: null, certManager: null, close: (g) => server.close(g) };
   }
 
@@ -86,7 +86,7 @@ export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
   const server = new WsServer({ ...common, tls: createTlsOptions({ domain, cert: cert.cert, key: cert.key }) });
   attachCertManager(server.server as unknown as TlsServer, manager);
   const a = await server.listen();
-  log({ msg: 'listening', command: 'wssserver', listen: `${a.address}:${a.port}`, domain, certificate: 'acme', notAfter: cert.notAfter.toISOString() });
+  log({ msg: 'listening', command: 'wssserver', listen: formatBound(a), domain, certificate: 'acme', notAfter: cert.notAfter.toISOString() });
   return {
     server,
     port80,
