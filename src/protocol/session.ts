@@ -84,21 +84,31 @@ export function createServerCodec(o: SessionOptions): ServerCodec {
   return o.withoutBrookProtocol ? new WobServerCodec(o) : new BrookServerCodec(o);
 }
 
+/** The cipher of one direction: key = HKDF-SHA256(password, nonce, info), info "brook" unless overridden. */
+function directionCipher(o: SessionOptions, password: Buffer, nonce: Uint8Array, info: Uint8Array | undefined): BrookCipher {
+  return BrookCipher.fromPassword(password, nonce, info ?? DEFAULT_HKDF_INFO, { backend: o.backend });
+}
+
+/** Add the head of `chunk` to a partial nonce: the nonce so far (whole at NONCE_SIZE) and the bytes after it. */
+function gatherNonce(have: Buffer, chunk: Buffer): { nonce: Buffer; rest: Buffer } {
+  const take = Math.min(NONCE_SIZE - have.length, chunk.length);
+  return { nonce: Buffer.concat([have, chunk.subarray(0, take)]), rest: chunk.subarray(take) };
+}
+
 class BrookClientCodec implements ClientCodec {
   readonly network: Network;
   private readonly password: Buffer;
   private readonly encoder: FragmentEncoder;
   private readonly clientNonce: Buffer;
   private readonly firstPayload: Buffer;
-  private serverNonce: Buffer | null = Buffer.alloc(0);
+  private serverNonce: Buffer = Buffer.alloc(0);
   private decoder: FragmentDecoder | null = null;
 
   constructor(private readonly o: ClientSessionOptions) {
     this.network = o.network;
     this.password = passwordBytes(o.password);
     this.clientNonce = (o.random ?? randomBytes)(NONCE_SIZE);
-    const cipher = BrookCipher.fromPassword(this.password, this.clientNonce, o.clientHKDFInfo ?? DEFAULT_HKDF_INFO, { backend: o.backend });
-    this.encoder = new FragmentEncoder(cipher, MAX_FIRST_PAYLOAD);
+    this.encoder = new FragmentEncoder(directionCipher(o, this.password, this.clientNonce, o.clientHKDFInfo), MAX_FIRST_PAYLOAD);
     this.firstPayload = buildFirstPayload({ network: o.network, destination: o.destination, now: o.now });
   }
 
@@ -120,24 +130,22 @@ class BrookClientCodec implements ClientCodec {
   push(chunk: Buffer, emit: Emit): void {
     let c = chunk;
     if (!this.decoder) {
-      const have = this.serverNonce!;
-      const take = Math.min(NONCE_SIZE - have.length, c.length);
-      this.serverNonce = Buffer.concat([have, c.subarray(0, take)]);
-      c = c.subarray(take);
-      if (this.serverNonce.length < NONCE_SIZE) return;
-      const cipher = BrookCipher.fromPassword(this.password, this.serverNonce, this.o.serverHKDFInfo ?? DEFAULT_HKDF_INFO, {
-        backend: this.o.backend,
-      });
+      const g = gatherNonce(this.serverNonce, c);
+      this.serverNonce = g.nonce;
+      c = g.rest;
+      if (g.nonce.length < NONCE_SIZE) return;
       const tcp = this.network === 'tcp';
-      this.decoder = new FragmentDecoder(cipher, { maxPayload: tcp ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD, coalesce: tcp });
-      this.serverNonce = null;
+      this.decoder = new FragmentDecoder(directionCipher(this.o, this.password, g.nonce, this.o.serverHKDFInfo), {
+        maxPayload: tcp ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD,
+        coalesce: tcp,
+      });
     }
     if (c.length > 0) this.decoder.push(c, emit);
   }
 
   end(): void {
     if (!this.decoder) {
-      if (this.serverNonce && this.serverNonce.length > 0) {
+      if (this.serverNonce.length > 0) {
         throw new BrookError(ErrorCodes.STREAM_TRUNCATED, 'stream ended inside the server nonce');
       }
       return;
@@ -149,7 +157,7 @@ class BrookClientCodec implements ClientCodec {
 class BrookServerCodec implements ServerCodec {
   header: FirstPayload | null = null;
   private readonly password: Buffer;
-  private nonceBuf: Buffer | null = Buffer.alloc(0);
+  private nonceBuf: Buffer = Buffer.alloc(0);
   private decoder: FragmentDecoder | null = null;
   private encoder: FragmentEncoder | null = null;
 
@@ -160,16 +168,11 @@ class BrookServerCodec implements ServerCodec {
   push(chunk: Buffer, emit: Emit): FirstPayload | null {
     let c = chunk;
     if (!this.decoder) {
-      const have = this.nonceBuf!;
-      const take = Math.min(NONCE_SIZE - have.length, c.length);
-      this.nonceBuf = Buffer.concat([have, c.subarray(0, take)]);
-      c = c.subarray(take);
-      if (this.nonceBuf.length < NONCE_SIZE) return null;
-      const cipher = BrookCipher.fromPassword(this.password, this.nonceBuf, this.o.clientHKDFInfo ?? DEFAULT_HKDF_INFO, {
-        backend: this.o.backend,
-      });
-      this.decoder = new FragmentDecoder(cipher, { maxPayload: MAX_FIRST_PAYLOAD });
-      this.nonceBuf = null;
+      const g = gatherNonce(this.nonceBuf, c);
+      this.nonceBuf = g.nonce;
+      c = g.rest;
+      if (g.nonce.length < NONCE_SIZE) return null;
+      this.decoder = new FragmentDecoder(directionCipher(this.o, this.password, g.nonce, this.o.clientHKDFInfo), { maxPayload: MAX_FIRST_PAYLOAD });
     }
     if (c.length === 0) return null;
     const hadHeader = this.header !== null;
@@ -192,8 +195,10 @@ class BrookServerCodec implements ServerCodec {
   accept(): Buffer {
     if (!this.header) throw new BrookError(ErrorCodes.INTERNAL, 'accept() before the header');
     const nonce = (this.o.random ?? randomBytes)(NONCE_SIZE);
-    const cipher = BrookCipher.fromPassword(this.password, nonce, this.o.serverHKDFInfo ?? DEFAULT_HKDF_INFO, { backend: this.o.backend });
-    this.encoder = new FragmentEncoder(cipher, this.header.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD);
+    this.encoder = new FragmentEncoder(
+      directionCipher(this.o, this.password, nonce, this.o.serverHKDFInfo),
+      this.header.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD,
+    );
     return Buffer.from(nonce);
   }
 
