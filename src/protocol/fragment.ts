@@ -13,7 +13,7 @@
  *
  * No I/O here: bytes in, payloads or typed errors out.
  */
-import { BrookError, ErrorCodes } from '../errors.js';
+import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { BrookCipher } from './cipher.js';
 import { FRAGMENT_OVERHEAD, LENGTH_SIZE, SEALED_LENGTH_SIZE, TAG_SIZE } from './sizes.js';
 
@@ -168,7 +168,7 @@ export class FragmentDecoder {
     try {
       this.pushInner(chunk, emit);
     } catch (e) {
-      this.failed = e instanceof BrookError ? e : new BrookError(ErrorCodes.INTERNAL, String(e), { cause: e });
+      this.failed = toBrookError(e);
       throw this.failed;
     }
   }

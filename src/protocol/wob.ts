@@ -10,7 +10,7 @@
  * Spec: protocol/without-brook-protocol.md
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { BrookError, ErrorCodes } from '../errors.js';
+import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { type BuildHeaderOptions, buildFirstPayload, type FirstPayload, type ParseHeaderOptions, parseFirstPayload } from './header.js';
 import { MAX_WOB_HEADER, MAX_WOB_UDP_PAYLOAD, WOB_LENGTH_SIZE, WOB_PASSWORD_SIZE } from './sizes.js';
 
@@ -109,7 +109,7 @@ export class WobDatagramDecoder {
     try {
       this.pushInner(chunk, emit);
     } catch (e) {
-      this.failed = e instanceof BrookError ? e : new BrookError(ErrorCodes.INTERNAL, String(e), { cause: e });
+      this.failed = toBrookError(e);
       throw this.failed;
     }
   }
