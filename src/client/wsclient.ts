@@ -107,14 +107,14 @@ export class WsClient {
               onClose: (err) => {
                 this.relays.delete(relay);
                 if (err && err.code !== ErrorCodes.CLOSED) {
-                  this.log({ from: `${req.source.address}:${req.source.port}`, dst: formatAddress(req.destination), network: 'tcp', error: err.message, code: err.code });
+                  this.logError(`${req.source.address}:${req.source.port}`, req.destination, 'tcp', err);
                 }
               },
             });
             this.relays.add(relay);
           },
           (err: BrookError) => {
-            this.log({ from: `${req.source.address}:${req.source.port}`, dst: formatAddress(req.destination), network: 'tcp', error: err.message, code: err.code });
+            this.logError(`${req.source.address}:${req.source.port}`, req.destination, 'tcp', err);
             req.reject(err);
           },
         );
@@ -124,6 +124,11 @@ export class WsClient {
         for (const f of this.flows.values()) if (f.assoc === assoc) this.closeFlow(f);
       },
     });
+  }
+
+  /** One log line for a failed tunnel or flow: {from, dst, network, error, code}. */
+  private logError(from: string, dst: Address, network: 'tcp' | 'udp', err: BrookError): void {
+    this.log({ from, dst: formatAddress(dst), network, error: err.message, code: err.code });
   }
 
   private dial(network: 'tcp' | 'udp', destination: Address) {
@@ -206,7 +211,7 @@ export class WsClient {
             t.codec.push(d, (p) => f.assoc.send(f.dst, p));
           } catch (e) {
             const err = toBrookError(e);
-            this.log({ from, dst: formatAddress(f.dst), network: 'udp', error: err.message, code: err.code });
+            this.logError(from, f.dst, 'udp', err);
             this.closeFlow(f);
           }
         };
@@ -214,7 +219,7 @@ export class WsClient {
         t.socket.on('error', (e) => {
           if (!f.closed) {
             const err = toBrookError(e);
-            this.log({ from, dst: formatAddress(f.dst), network: 'udp', error: err.message, code: err.code });
+            this.logError(from, f.dst, 'udp', err);
           }
           this.closeFlow(f);
         });
@@ -226,7 +231,7 @@ export class WsClient {
         f.queuedBytes = 0;
       },
       (err: BrookError) => {
-        this.log({ from, dst: formatAddress(f.dst), network: 'udp', error: err.message, code: err.code });
+        this.logError(from, f.dst, 'udp', err);
         this.stats.udpDropped += f.queue.length;
         this.closeFlow(f);
       },
