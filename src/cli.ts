@@ -13,9 +13,10 @@ import { buildLink, type LinkKind, linkKindForServer, type LinkOptions, parseLin
 import { createLogger, type Logger } from './log.js';
 import { formatBound } from './net/listen.js';
 import { parseHostPort } from './protocol/address.js';
-import { DEFAULT_PATH, WsServer } from './server/wsserver.js';
+import { DEFAULT_HEAD_TIMEOUT_MS, DEFAULT_PATH, WsServer } from './server/wsserver.js';
 import { DEFAULT_PROBE_BYTE_BUDGET, DEFAULT_PROBE_TIMEOUT_MS } from './server/tunnel.js';
 import { serverOptionsFromFlags, startWssServer } from './server/wssserver.js';
+import { DEFAULT_MAX_HEADER_AHEAD_SECONDS, DEFAULT_REPLAY_CACHE_SIZE } from './server/replay.js';
 import { DEFAULT_WORKERS, parseWorkers, socks5UdpPortForWorker, withWorkers } from './cluster.js';
 
 export const VERSION = '0.1.0';
@@ -30,6 +31,10 @@ function seconds(v: string): number {
 function positiveInt(v: string): number {
   if (!/^[1-9]\d*$/.test(v)) throw new InvalidArgumentError('expected a positive whole number');
   return Number(v);
+}
+
+function maxPendingFlag(v: string): number | 'auto' {
+  return v === 'auto' ? v : positiveInt(v);
 }
 
 function listenAddress(v: string): string {
@@ -61,6 +66,10 @@ function commonServerOptions(cmd: Command): Command {
     .option('--xForwardedFor', 'log the first X-Forwarded-For address as the client address', false)
     .option('--probeTimeout <seconds>', 'bound on a silent handshake and on the drain after a bad one (s)', seconds, DEFAULT_PROBE_TIMEOUT_MS / 1000)
     .option('--probeBytes <bytes>', 'bytes read and discarded after a bad handshake before closing', positiveInt, DEFAULT_PROBE_BYTE_BUDGET)
+    .option('--headTimeout <seconds>', 'a request head (over TLS: handshake + head) not complete within this is closed without an answer; also the keep-alive idle bound (s)', positiveInt, DEFAULT_HEAD_TIMEOUT_MS / 1000)
+    .option('--maxPending <n>', 'connections that are not tunnels yet (handshake, head, keep-alive); at the cap the oldest is closed for each new one. auto = (soft RLIMIT_NOFILE - 64) / 4, at least 16 (1024 where the limit is unknown)', maxPendingFlag, 'auto')
+    .option('--maxTimeAhead <seconds>', 'refuse a client header time further than this in the future (upstream: no bound)', seconds, DEFAULT_MAX_HEADER_AHEAD_SECONDS)
+    .option('--replayCacheSize <n>', 'client nonces remembered against replays; when full the oldest go and the window shrinks', positiveInt, DEFAULT_REPLAY_CACHE_SIZE)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
     .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS)
     .option('--workers <n>', WORKERS_HELP, parseWorkers, DEFAULT_WORKERS);

@@ -19,11 +19,19 @@
  *   socket on an ephemeral port and announces that port in its UDP ASSOCIATE reply
  *   (RFC 1928: the client sends to BND.ADDR:BND.PORT). With one worker the UDP port
  *   is the TCP port, as upstream does.
+ *
+ * Replay cache with workers (protocol/probing.md#replays): a replayed stream may land
+ * on any worker, so the primary holds the one cache. A worker asks it about each
+ * accepted Brook header over the cluster IPC channel ({t: REPLAY_ASK}) and waits,
+ * its socket paused, for the verdict. No answer within REPLAY_ANSWER_TIMEOUT_MS (or
+ * no channel) refuses the handshake: the check fails closed, like a replay.
  */
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { BrookError, ErrorCodes } from './errors.js';
 import { createLogger, type Logger } from './log.js';
+import { NONCE_SIZE } from './protocol/sizes.js';
+import { ReplayCache, type ReplayCacheOptions, type ReplayGuard, type ReplayVerdict } from './server/replay.js';
 
 /**
  * Default worker count: 1. Measured on the 2-core benchmark machine (bench/), where
@@ -65,6 +73,90 @@ export interface WorkerOptions {
   /** Seconds workers get to finish open tunnels on SIGINT/SIGTERM. */
   shutdownGraceSeconds: number;
   log?: Logger;
+  /** Servers in Brook mode: the primary holds the replay cache the workers ask. */
+  replayCache?: ReplayCacheOptions;
+}
+
+const REPLAY_ASK = 'brook-ts:replay-ask';
+const REPLAY_ANSWER = 'brook-ts:replay-answer';
+/** How long a worker waits for the primary's verdict before refusing the handshake. */
+export const REPLAY_ANSWER_TIMEOUT_MS = 2_000;
+
+interface ReplayAsk {
+  t: typeof REPLAY_ASK;
+  id: number;
+  /** The client nonce, hex. */
+  nonce: string;
+  time: number;
+}
+interface ReplayAnswer {
+  t: typeof REPLAY_ANSWER;
+  id: number;
+  v: ReplayVerdict;
+}
+
+function isReplayAsk(m: unknown): m is ReplayAsk {
+  const a = m as ReplayAsk | null;
+  return (
+    typeof a === 'object' && a !== null && a.t === REPLAY_ASK && Number.isSafeInteger(a.id) &&
+    typeof a.nonce === 'string' && a.nonce.length === NONCE_SIZE * 2 && /^[0-9a-f]+$/.test(a.nonce) && Number.isSafeInteger(a.time)
+  );
+}
+
+/** Primary: answer the workers' replay questions from one cache. */
+function serveReplayChecks(o: ReplayCacheOptions): void {
+  const cache = new ReplayCache(o);
+  cluster.on('message', (w: Worker, m: unknown) => {
+    if (!isReplayAsk(m)) return;
+    const answer: ReplayAnswer = { t: REPLAY_ANSWER, id: m.id, v: cache.check(Buffer.from(m.nonce, 'hex'), m.time) };
+    if (w.isConnected()) w.send(answer, undefined, () => undefined);
+  });
+}
+
+let workerGuard: ReplayGuard | null = null;
+
+/** Worker: a replay guard that asks the primary (one per process: one listener on the channel). */
+export function primaryReplayGuard(timeoutMs = REPLAY_ANSWER_TIMEOUT_MS): ReplayGuard {
+  if (workerGuard) return workerGuard;
+  let nextId = 0;
+  const pending = new Map<number, { resolve: (v: ReplayVerdict) => void; timer: NodeJS.Timeout }>();
+  process.on('message', (m: unknown) => {
+    const a = m as ReplayAnswer | null;
+    if (typeof a !== 'object' || a === null || a.t !== REPLAY_ANSWER) return;
+    const p = pending.get(a.id);
+    if (!p) return;
+    pending.delete(a.id);
+    clearTimeout(p.timer);
+    p.resolve(a.v === 'fresh' || a.v === 'replay' ? a.v : 'stale');
+  });
+  workerGuard = {
+    check: (nonce, time) =>
+      new Promise<ReplayVerdict>((resolve, reject) => {
+        const send = process.send?.bind(process);
+        if (!send || !process.connected) {
+          reject(new BrookError(ErrorCodes.TIMEOUT, 'replay check: no channel to the primary'));
+          return;
+        }
+        const id = ++nextId;
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          reject(new BrookError(ErrorCodes.TIMEOUT, `replay check: the primary did not answer within ${timeoutMs} ms`));
+        }, timeoutMs);
+        pending.set(id, { resolve, timer });
+        const ask: ReplayAsk = { t: REPLAY_ASK, id, nonce: Buffer.from(nonce).toString('hex'), time };
+        send(ask, undefined, undefined, (err: Error | null) => {
+          if (!err || !pending.delete(id)) return;
+          clearTimeout(timer);
+          reject(new BrookError(ErrorCodes.TIMEOUT, `replay check: ${err.message}`));
+        });
+      }),
+  };
+  return workerGuard;
+}
+
+/** The replay guard a server in this process should use: the primary's in a worker pool, else its own (undefined). */
+export function replayGuardForProcess(): ReplayGuard | undefined {
+  return inWorkerPool() ? primaryReplayGuard() : undefined;
 }
 
 /**
@@ -85,6 +177,7 @@ export async function runWithWorkers(o: WorkerOptions, start: () => Promise<void
     return;
   }
   const log = o.log ?? createLogger();
+  if (o.replayCache) serveReplayChecks(o.replayCache);
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ silent: false });
   let stopping = false;
@@ -163,7 +256,15 @@ export async function runWithWorkers(o: WorkerOptions, start: () => Promise<void
 export function withWorkers<O extends Record<string, unknown>>(action: (o: O) => Promise<void>): (o: O) => Promise<void> {
   return (o: O) =>
     runWithWorkers(
-      { workers: typeof o['workers'] === 'number' ? o['workers'] : DEFAULT_WORKERS, shutdownGraceSeconds: Number(o['shutdownGrace'] ?? 10) },
+      {
+        workers: typeof o['workers'] === 'number' ? o['workers'] : DEFAULT_WORKERS,
+        shutdownGraceSeconds: Number(o['shutdownGrace'] ?? 10),
+        // servers in Brook mode (the flag exists only on server commands)
+        replayCache:
+          typeof o['replayCacheSize'] === 'number' && !o['withoutBrookProtocol']
+            ? { capacity: o['replayCacheSize'], aheadSeconds: Number(o['maxTimeAhead']) }
+            : undefined,
+      },
       () => action(o),
     );
 }

@@ -16,6 +16,10 @@ export const ErrorCodes = {
   TIME_STALE: 'BROOK_ERR_TIME_STALE',
   TIME_PARITY: 'BROOK_ERR_TIME_PARITY',
   HEADER_TRUNCATED: 'BROOK_ERR_HEADER_TRUNCATED',
+  /** A header time further in the future than the server accepts (--maxTimeAhead). */
+  TIME_AHEAD: 'BROOK_ERR_TIME_AHEAD',
+  /** A client nonce the server has accepted before (a replayed stream). */
+  REPLAY: 'BROOK_ERR_REPLAY',
   // SOCKS5-style address
   ATYP_UNKNOWN: 'BROOK_ERR_ATYP_UNKNOWN',
   ADDRESS_TRUNCATED: 'BROOK_ERR_ADDRESS_TRUNCATED',
@@ -44,6 +48,8 @@ export const ErrorCodes = {
   TIMEOUT: 'BROOK_ERR_TIMEOUT',
   TUNNEL_FAILED: 'BROOK_ERR_TUNNEL_FAILED',
   CLOSED: 'BROOK_ERR_CLOSED',
+  /** Out of descriptors or kernel memory (EMFILE, ENFILE, ENOMEM, ENOBUFS): accept, dial or open failed. */
+  OUT_OF_RESOURCES: 'BROOK_ERR_OUT_OF_RESOURCES',
   // brook:// links
   LINK_INVALID: 'BROOK_ERR_LINK_INVALID',
   LINK_KIND: 'BROOK_ERR_LINK_KIND',
@@ -105,6 +111,11 @@ export function toBrookError(e: unknown): BrookError {
     case 'EPIPE':
     case 'ERR_STREAM_PREMATURE_CLOSE':
       return new BrookError(ErrorCodes.CLOSED, msg, { cause: e });
+    case 'EMFILE':
+    case 'ENFILE':
+    case 'ENOMEM':
+    case 'ENOBUFS':
+      return new BrookError(ErrorCodes.OUT_OF_RESOURCES, msg, { cause: e });
     default:
       return new BrookError(ErrorCodes.INTERNAL, msg, { cause: e });
   }

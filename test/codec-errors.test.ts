@@ -205,6 +205,20 @@ describe('first fragment errors', () => {
     }
   });
 
+  it('TIME_AHEAD: with maxAheadSeconds, 61 s ahead is refused and 60 s accepted (parser and both server codecs)', () => {
+    expect(parseFirstPayload(tcp, { now: at(T - 60), maxAheadSeconds: 60 }).time).toBe(T);
+    expectCode(() => parseFirstPayload(tcp, { now: at(T - 61), maxAheadSeconds: 60 }), ErrorCodes.TIME_AHEAD);
+    expectCode(() => parseFirstPayload(tcp, { now: at(T - 1), maxAheadSeconds: 0 }), ErrorCodes.TIME_AHEAD);
+    for (const wob of [false, true]) {
+      const hello = createClientCodec({ password: PASSWORD, network: 'tcp', destination: DEST, now: at(T), withoutBrookProtocol: wob }).hello();
+      const within = createServerCodec({ password: PASSWORD, now: at(T - 60), maxAheadSeconds: 60, withoutBrookProtocol: wob });
+      expect(within.push(hello, noEmit)?.time).toBe(T);
+      const ahead = createServerCodec({ password: PASSWORD, now: at(T - 61), maxAheadSeconds: 60, withoutBrookProtocol: wob });
+      expectCode(() => ahead.push(hello, noEmit), ErrorCodes.TIME_AHEAD);
+      expect(ahead.header).toBeNull();
+    }
+  });
+
   it('TIME_PARITY: expectNetwork refuses the other parity', () => {
     expect(parseFirstPayload(tcp, { now: at(T), expectNetwork: 'tcp' }).network).toBe('tcp');
     expectCode(() => parseFirstPayload(tcp, { now: at(T), expectNetwork: 'udp' }), ErrorCodes.TIME_PARITY);

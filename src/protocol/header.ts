@@ -8,8 +8,9 @@
  *   +----------------------+----------------------------+
  *
  * The client takes the current time and adds 1 when its parity is wrong. The
- * server refuses a time more than 60 s in the past (upstream accepts any future
- * time). Spec: protocol/brook-stream.md#first-fragment
+ * server refuses a time more than 60 s in the past and, when maxAheadSeconds is
+ * set (brook-ts servers: 60 s, --maxTimeAhead), one too far in the future
+ * (upstream accepts any future time). Spec: protocol/brook-stream.md#first-fragment
  */
 import { BrookError, ErrorCodes } from '../errors.js';
 import { type Address, decodeAddress, encodedAddressSize, writeAddress } from './address.js';
@@ -37,6 +38,8 @@ export interface ParseHeaderOptions {
   now?: Clock;
   /** Seconds a header may be old; default 60 (upstream). */
   maxAgeSeconds?: number;
+  /** Seconds a header may be ahead of the clock; default: no bound (upstream). */
+  maxAheadSeconds?: number;
   /** When set, a time of the other parity is refused with TIME_PARITY. */
   expectNetwork?: Network;
 }
@@ -75,6 +78,9 @@ export function parseFirstPayload(buf: Uint8Array, opts: ParseHeaderOptions = {}
   const maxAge = opts.maxAgeSeconds ?? MAX_HEADER_AGE_SECONDS;
   if (nowSec - time > maxAge) {
     throw new BrookError(ErrorCodes.TIME_STALE, `header time ${time} is ${nowSec - time} s old (limit ${maxAge} s)`);
+  }
+  if (opts.maxAheadSeconds !== undefined && time - nowSec > opts.maxAheadSeconds) {
+    throw new BrookError(ErrorCodes.TIME_AHEAD, `header time ${time} is ${time - nowSec} s ahead (limit ${opts.maxAheadSeconds} s)`);
   }
   const network = networkOf(time);
   if (opts.expectNetwork && opts.expectNetwork !== network) {

@@ -30,6 +30,8 @@ export interface SessionOptions {
   random?: RandomSource;
   /** Seconds a header may be old (default 60). */
   maxAgeSeconds?: number;
+  /** Seconds a header may be ahead of the clock (default: no bound, as upstream; servers set 60). */
+  maxAheadSeconds?: number;
   backend?: AeadBackend;
 }
 
@@ -63,6 +65,11 @@ export interface ServerCodec {
   /** Feed client bytes. Returns the header the first time it is complete and valid, else null. */
   push(chunk: Buffer, emit: Emit): FirstPayload | null;
   readonly header: FirstPayload | null;
+  /**
+   * Brook: the client's 12-byte nonce once it has arrived (what the replay cache
+   * remembers); null before that and without Brook protocol (no nonce).
+   */
+  readonly clientNonce: Buffer | null;
   /** Bytes to send once the header is accepted (the server nonce; empty without Brook protocol). */
   accept(): Buffer;
   seal(data: Uint8Array): Buffer;
@@ -156,6 +163,7 @@ class BrookClientCodec implements ClientCodec {
 
 class BrookServerCodec implements ServerCodec {
   header: FirstPayload | null = null;
+  clientNonce: Buffer | null = null;
   private readonly password: Buffer;
   private nonceBuf: Buffer = Buffer.alloc(0);
   private decoder: FragmentDecoder | null = null;
@@ -172,6 +180,7 @@ class BrookServerCodec implements ServerCodec {
       this.nonceBuf = g.nonce;
       c = g.rest;
       if (g.nonce.length < NONCE_SIZE) return null;
+      this.clientNonce = g.nonce;
       this.decoder = new FragmentDecoder(directionCipher(this.o, this.password, g.nonce, this.o.clientHKDFInfo), { maxPayload: MAX_FIRST_PAYLOAD });
     }
     if (c.length === 0) return null;
@@ -183,7 +192,7 @@ class BrookServerCodec implements ServerCodec {
         return;
       }
       // Throws TIME_STALE etc.: the caller drains (anti-probing).
-      const h = parseFirstPayload(payload, { now: this.o.now, maxAgeSeconds: this.o.maxAgeSeconds });
+      const h = parseFirstPayload(payload, { now: this.o.now, maxAgeSeconds: this.o.maxAgeSeconds, maxAheadSeconds: this.o.maxAheadSeconds });
       this.header = h;
       decoder.maxPayload = h.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD;
       // TCP: later chunks open whole runs of fragments in one batch call and one emit
@@ -251,11 +260,16 @@ class WobClientCodec implements ClientCodec {
 
 class WobServerCodec implements ServerCodec {
   header: FirstPayload | null = null;
+  readonly clientNonce = null;
   private readonly headerDecoder: WobHeaderDecoder;
   private datagrams: WobDatagramDecoder | null = null;
 
   constructor(o: SessionOptions) {
-    this.headerDecoder = new WobHeaderDecoder(wobPasswordHash(passwordBytes(o.password)), { now: o.now, maxAgeSeconds: o.maxAgeSeconds });
+    this.headerDecoder = new WobHeaderDecoder(wobPasswordHash(passwordBytes(o.password)), {
+      now: o.now,
+      maxAgeSeconds: o.maxAgeSeconds,
+      maxAheadSeconds: o.maxAheadSeconds,
+    });
   }
 
   push(chunk: Buffer, emit: Emit): FirstPayload | null {

@@ -33,6 +33,8 @@ export const MAX_UDP_PAYLOAD = MAX_UDP_FRAGMENT - FRAGMENT_OVERHEAD;
 export const TIMESTAMP_SIZE = 4;
 /** Upstream refuses a first fragment whose time is more than this many seconds old. */
 export const MAX_HEADER_AGE_SECONDS = 60;
+/** brook-ts refuses a first fragment whose time is more than this many seconds ahead (upstream: no bound). */
+export const DEFAULT_MAX_HEADER_AHEAD_SECONDS = 60;
 
 /** SOCKS5 address encodings (RFC 1928). */
 export const ATYP_IPV4 = 0x01;

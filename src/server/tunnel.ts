@@ -3,21 +3,28 @@
  * the ServerCodec, check it, answer (Brook: the server nonce) and relay to the
  * destination over TCP or UDP.
  *
- * Anti-probing: until the header has been checked the server sends nothing. A
- * failed decrypt, a wrong password hash or a stale time gets no answer: the
- * connection is read and discarded (as upstream does) but only within a time
- * and byte budget, then closed. Both budgets run from the upgrade, whatever the
- * client sent: a silent client, a wrong password and garbage are all closed
- * probeTimeoutMs after the 101 (or once probeByteBudget bytes have arrived), so
- * the close tells a prober nothing about its bytes.
+ * Anti-probing, one rule for every connection without an accepted header
+ * (protocol/probing.md): the server sends nothing and reads and discards every
+ * byte; the client's FIN or RST closes at once (a FIN back: everything was
+ * read), the deadline (probeTimeoutMs from the 101) or the byte budget
+ * (probeByteBudget) closes with an RST. Nothing else changes the time or the
+ * way: not how many bytes came, where they end in the preamble, a failed
+ * decrypt, a stale or future time, or a replayed nonce.
+ *
+ * Replays (Brook): a header is accepted only once the replay guard has seen its
+ * client nonce for the first time (src/server/replay.ts; with --workers the
+ * primary holds the cache). The socket stays paused while an asynchronous check
+ * runs; a refusal is handled like any failed handshake.
  */
 import { connect as netConnect, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import { createServerCodec, type SessionOptions } from '../protocol/session.js';
 import { Relay } from '../net/relay.js';
+import type { ReplayGuard, ReplayVerdict } from './replay.js';
 import { UdpFlow } from './udpflow.js';
 
 export interface ServerTunnelOptions extends SessionOptions {
@@ -34,6 +41,16 @@ export interface ServerTunnelOptions extends SessionOptions {
   /** Bytes a UDP flow may queue toward a slow tunnel before datagrams are dropped. */
   udpQueueLimit: number;
   log: Logger;
+  /** Where lines about failed handshakes go (rate-limited by the server); default `log`. */
+  handshakeLog?: Logger;
+  /** Brook mode: asked about each client nonce before its header is accepted; none = no replay protection. */
+  replay?: ReplayGuard | null;
+}
+
+/** What the server's connection bookkeeping learns from a tunnel. */
+export interface TunnelEvents {
+  /** The header was accepted: the connection is a tunnel now (no longer a pending handshake). */
+  onEstablished?: () => void;
 }
 
 export const DEFAULT_PROBE_TIMEOUT_MS = 30_000;
@@ -48,7 +65,7 @@ export interface TunnelHandle {
 }
 
 /** Take over an upgraded socket. `head` holds bytes that arrived with the request. */
-export function serveTunnel(socket: Socket, head: Buffer, from: string, o: ServerTunnelOptions): TunnelHandle {
+export function serveTunnel(socket: Socket, head: Buffer, from: string, o: ServerTunnelOptions, events: TunnelEvents = {}): TunnelHandle {
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   const codec = createServerCodec(o);
@@ -58,8 +75,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   let finished = false;
   let header: FirstPayload | null = null;
 
-  const log = (error: BrookError | null, extra: Record<string, unknown> = {}) => {
-    o.log({
+  const log = (error: BrookError | null, extra: Record<string, unknown> = {}, to: Logger = o.log) => {
+    to({
       from,
       dst: header ? formatAddress(header.destination) : '',
       network: header?.network ?? '',
@@ -68,63 +85,102 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     });
   };
 
-  const finish = (err: BrookError | null) => {
+  /** The one teardown. `rst`: close with a reset (the handshake's deadline and byte budget), else a FIN. */
+  const finish = (err: BrookError | null, how: 'fin' | 'rst' = 'fin') => {
     if (finished) return;
     finished = true;
     clearTimeout(handshakeTimer);
-    socket.destroy();
-    if (err && err.code !== ErrorCodes.CLOSED) log(err);
+    if (how === 'rst') resetSocket(socket);
+    else socket.destroy();
+    if (err && err.code !== ErrorCodes.CLOSED) log(err, {}, header ? o.log : (o.handshakeLog ?? o.log));
     resolveClosed();
   };
 
-  /** Bytes received since the upgrade, before a valid header (the probe byte budget). */
+  // ---- handshake: until a header is accepted, one close rule (protocol/probing.md) ----
+
+  /** Bytes received since the upgrade, before an accepted header (the probe byte budget). */
   let received = 0;
-  /** Why the handshake failed, once it has (the connection is then being drained). */
-  let drainError: BrookError | null = null;
+  /** Why the handshake failed, once it has: from then on bytes are only counted and discarded. */
+  let failure: BrookError | null = null;
 
-  /** Bad handshake: answer nothing, read and discard within the budgets, then close. */
-  const drain = (err: BrookError) => {
-    socket.removeListener('data', onHandshakeData);
-    const stop = () => finish(err);
-    if (received > o.probeByteBudget) {
-      stop();
-      return;
-    }
-    // the deadline set at the upgrade (handshakeTimer) keeps running
-    socket.on('data', (d: Buffer) => {
-      received += d.length;
-      if (received > o.probeByteBudget) stop();
-    });
-    socket.on('end', stop);
-    socket.resume();
-  };
-
-  // One deadline from the upgrade for silent, bad and drained connections alike.
+  /** The deadline, from the upgrade: silent, undecided and failed connections alike. */
   const handshakeTimer = setTimeout(() => {
-    if (header) return;
-    finish(drainError ?? new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeTimeoutMs} ms`));
+    finish(failure ?? new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeTimeoutMs} ms`), 'rst');
   }, o.probeTimeoutMs);
+
+  /** The client's FIN: close at once (everything has been read, so our close is a FIN). */
+  const onHandshakeEnd = () => {
+    const cut = received > 0 ? new BrookError(ErrorCodes.STREAM_TRUNCATED, `the client closed after ${received} bytes, before a valid header`) : null;
+    finish(failure ?? cut);
+  };
 
   const onHandshakeData = (chunk: Buffer) => {
     received += chunk.length;
-    let h: FirstPayload | null;
+    if (!failure) {
+      let h: FirstPayload | null = null;
+      try {
+        h = codec.push(chunk, (p) => early.push(p));
+      } catch (e) {
+        failure = toBrookError(e);
+      }
+      if (h) {
+        checkReplay(h);
+        return;
+      }
+    }
+    if (received > o.probeByteBudget) {
+      finish(failure ?? new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeByteBudget} bytes`), 'rst');
+    }
+  };
+
+  /** A complete, fresh header: accept it unless its client nonce was seen before. */
+  const checkReplay = (h: FirstPayload) => {
+    const nonce = codec.clientNonce;
+    if (!o.replay || !nonce) {
+      establish(h);
+      return;
+    }
+    let verdict: ReplayVerdict | Promise<ReplayVerdict>;
     try {
-      h = codec.push(chunk, (p) => early.push(p));
+      verdict = o.replay.check(nonce, h.time);
     } catch (e) {
-      drainError = toBrookError(e);
-      drain(drainError);
+      refuse(toBrookError(e));
       return;
     }
-    if (!h && received > o.probeByteBudget) {
-      drainError = new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeByteBudget} bytes`);
-      drain(drainError);
+    if (typeof verdict === 'string') {
+      onVerdict(h, nonce, verdict);
       return;
     }
-    if (!h) return;
+    socket.pause(); // nothing is read (and no FIN seen) until the answer
+    verdict.then(
+      (v) => onVerdict(h, nonce, v),
+      (e: unknown) => refuse(toBrookError(e)),
+    );
+  };
+
+  const onVerdict = (h: FirstPayload, nonce: Buffer, v: ReplayVerdict) => {
+    if (v === 'fresh') establish(h);
+    else if (v === 'replay') refuse(new BrookError(ErrorCodes.REPLAY, `client nonce ${nonce.toString('hex')} (time ${h.time}) was accepted before: a replayed stream`));
+    else refuse(new BrookError(ErrorCodes.TIME_STALE, `header time ${h.time} is below the replay cache's floor (the window shrinks when the cache is full)`));
+  };
+
+  /** A header that may not be used: from here on like any failed handshake. */
+  const refuse = (err: BrookError) => {
+    if (finished) return;
+    failure = err;
+    early.length = 0;
+    if (received > o.probeByteBudget) finish(failure, 'rst');
+    else socket.resume();
+  };
+
+  const establish = (h: FirstPayload) => {
+    if (finished) return;
     header = h;
     clearTimeout(handshakeTimer);
     socket.removeListener('data', onHandshakeData);
+    socket.removeListener('end', onHandshakeEnd);
     socket.pause();
+    events.onEstablished?.();
     const hello = codec.accept();
     if (hello.length > 0) socket.write(hello);
     if (h.network === 'tcp') dialTcp(h);
@@ -163,12 +219,14 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     udp = new UdpFlow(socket, codec, h, o, early.splice(0), (err) => finish(err));
   };
 
-  socket.on('error', (e) => finish(toBrookError(e)));
+  // a reset by the client before a header: close at once, logging why the handshake had failed
+  socket.on('error', (e) => finish(header ? toBrookError(e) : (failure ?? toBrookError(e))));
   socket.on('close', () => {
-    if (!relay && !udp) finish(null);
+    if (!relay && !udp) finish(header ? null : failure);
   });
   socket.setNoDelay(true);
   socket.on('data', onHandshakeData);
+  socket.on('end', onHandshakeEnd);
   if (head.length > 0) onHandshakeData(head);
 
   return {
@@ -179,6 +237,24 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     },
     closed,
   };
+}
+
+/**
+ * Close with an RST: the same for every handshake that hits the deadline or the
+ * byte budget, whatever is left unread. TLS sockets have no reset in Node
+ * (resetting the TCP socket under a TLS socket crashes the process): they are
+ * destroyed, which is a FIN unless bytes are left unread.
+ */
+function resetSocket(s: Socket): void {
+  if (s instanceof TLSSocket) {
+    s.destroy();
+    return;
+  }
+  try {
+    s.resetAndDestroy();
+  } catch {
+    s.destroy();
+  }
 }
 
 export function tunnelTransform(codec: {

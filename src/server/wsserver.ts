@@ -6,13 +6,20 @@
  * Non-upgrade answers match upstream: 404 with an empty body on other paths,
  * 400 on the path without a valid upgrade, 405 for another method, and
  * `Server: nginx` on every one of them.
+ *
+ * The front door (protocol/websocket-upgrade.md, "Connections that are not
+ * tunnels yet"): every connection is pending in a ConnectionGate (src/server/gate.ts)
+ * until its Brook header is accepted: head deadline, cap with eviction of the
+ * oldest, and a refused request is read and discarded until the client closes
+ * or the deadline passes. Out of descriptors: src/server/descriptors.ts.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import express from 'express';
 import { BrookError, ErrorCodes } from '../errors.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, type Logger, rateLimitLogger, type RateLimitedLogger } from '../log.js';
 import { parseListen } from '../net/listen.js';
 import type { Clock } from '../protocol/header.js';
 import type { AeadBackend } from '../protocol/cipher.js';
@@ -26,6 +33,9 @@ import {
   serveTunnel,
   type TunnelHandle,
 } from './tunnel.js';
+import { ConnectionGate, type EvictReason } from './gate.js';
+import { defaultMaxPending, DescriptorWatch, isExhaustion } from './descriptors.js';
+import { createReplayCache, DEFAULT_MAX_HEADER_AHEAD_SECONDS, type ReplayGuard } from './replay.js';
 
 export interface WsServerOptions {
   /** "host:port", ":port" (all interfaces), "[::1]:port". */
@@ -43,19 +53,35 @@ export interface WsServerOptions {
   probeByteBudget?: number;
   dialTimeoutMs?: number;
   udpQueueLimit?: number;
+  /** Seconds a header time may be ahead of our clock (--maxTimeAhead, default 60; upstream: no bound). */
+  maxTimeAheadSeconds?: number;
+  /** Nonces the replay cache holds at most (--replayCacheSize); see src/server/replay.ts. */
+  replayCacheSize?: number;
+  /** Brook mode: the replay guard (default: a cache of this server's own; with --workers the primary's). */
+  replay?: ReplayGuard;
   /** TLS: serve https (wssserver). ALPN is forced to http/1.1. */
   tls?: HttpsOptions;
+  /** The request head (over TLS: the handshake and the head) must be complete within this (ms). */
+  headTimeoutMs?: number;
+  /** Connections that are not tunnels yet; at the cap the oldest is closed for each new one. Default: defaultMaxPending(). */
+  maxPending?: number;
+  /** Descriptor watch probe: throws EMFILE/ENFILE when no descriptor is free (tests inject one). */
+  descriptorProbe?: () => void;
   log?: Logger;
   now?: Clock;
   backend?: AeadBackend;
 }
 
 export const DEFAULT_PATH = '/ws';
+/** Upstream's Go http.Server ReadTimeout: a head not complete after 5 s is closed without an answer. */
+export const DEFAULT_HEAD_TIMEOUT_MS = 5_000;
+/** Share of the pending connections closed (oldest first) when descriptors run out: 1/SHED_DIVISOR. */
+export const SHED_DIVISOR = 4;
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
 
-/** A complete HTTP/1.1 response written on a raw (upgrade) socket, then closed. */
-function rawResponse(socket: Socket, status: number, body = '', extra: Record<string, string> = {}): void {
+/** A complete HTTP/1.1 response for a raw (upgrade or unparsable) socket. */
+function rawResponse(status: number, body = '', extra: Record<string, string> = {}): string {
   const headers = { Server: 'nginx', ...extra, 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close' };
   const head =
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n` +
@@ -63,8 +89,18 @@ function rawResponse(socket: Socket, status: number, body = '', extra: Record<st
       .map(([k, v]) => `${k}: ${v}\r\n`)
       .join('') +
     '\r\n';
-  socket.end(head + body);
+  return head + body;
 }
+
+const discard = (): void => undefined;
+
+/**
+ * Only a request that does not parse (llhttp's HPE_* codes) gets an answer
+ * (400, as Go answers a malformed request). Every other 'clientError' (Node's
+ * request timeout, a TLS handshake error or timeout, a reset) is closed
+ * without an answer, as Go closes on a read timeout or a failed handshake.
+ */
+const answersParseError = (err: NodeJS.ErrnoException): boolean => (err.code ?? '').startsWith('HPE_');
 
 export class WsServer {
   readonly server: HttpServer;
@@ -72,6 +108,14 @@ export class WsServer {
   private readonly o: Required<Pick<WsServerOptions, 'path'>> & WsServerOptions;
   private readonly tunnelOptions: ServerTunnelOptions;
   private readonly log: Logger;
+  /** Lines outsiders can cause in bulk (evictions, descriptor exhaustion). */
+  private readonly frontLog: RateLimitedLogger;
+  /** Failed handshakes (bad password, stale time, replay, silence...): one line per error code per second. */
+  private readonly handshakeLog: RateLimitedLogger;
+  private readonly gate: ConnectionGate;
+  private readonly watch: DescriptorWatch;
+  /** Sockets answered by refuse(): later parse errors on them are ignored. */
+  private readonly refused = new WeakSet<Socket>();
 
   constructor(opts: WsServerOptions) {
     const path = opts.path ?? DEFAULT_PATH;
@@ -79,6 +123,7 @@ export class WsServer {
     if (!opts.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
     this.o = { ...opts, path };
     this.log = opts.log ?? createLogger();
+    this.handshakeLog = rateLimitLogger(this.log, { key: (e) => String(e['code'] ?? '') });
     this.tunnelOptions = {
       password: opts.password,
       withoutBrookProtocol: opts.withoutBrookProtocol ?? false,
@@ -92,14 +137,35 @@ export class WsServer {
       probeByteBudget: opts.probeByteBudget ?? DEFAULT_PROBE_BYTE_BUDGET,
       dialTimeoutMs: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       udpQueueLimit: opts.udpQueueLimit ?? DEFAULT_UDP_QUEUE_LIMIT,
+      maxAheadSeconds: opts.maxTimeAheadSeconds ?? DEFAULT_MAX_HEADER_AHEAD_SECONDS,
+      // withoutBrookProtocol has no nonce: nothing to remember (protocol/probing.md#replays)
+      replay: opts.withoutBrookProtocol
+        ? null
+        : (opts.replay ??
+          createReplayCache({ capacity: opts.replayCacheSize, aheadSeconds: opts.maxTimeAheadSeconds ?? DEFAULT_MAX_HEADER_AHEAD_SECONDS, now: opts.now })),
       log: this.log,
+      handshakeLog: this.handshakeLog,
     };
+
+    const headTimeoutMs = opts.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS;
+    if (!(headTimeoutMs > 0)) throw new BrookError(ErrorCodes.CONFIG, `head timeout must be positive: ${headTimeoutMs}`);
+    const maxPending = opts.maxPending ?? defaultMaxPending();
+    if (!(maxPending >= 1)) throw new BrookError(ErrorCodes.CONFIG, `maxPending must be at least 1: ${maxPending}`);
+    this.frontLog = rateLimitLogger(this.log, { key: (e) => `${String(e['msg'])}:${String(e['reason'] ?? e['errno'] ?? '')}` });
+    this.gate = new ConnectionGate({ headTimeoutMs, maxPending, onEvict: (reason, pending) => this.onEvict(reason, pending) });
+    this.watch = new DescriptorWatch({
+      probe: opts.descriptorProbe,
+      onExhausted: (err) => this.onExhausted(err, 'probe'),
+      onRecovered: () => this.frontLog({ msg: 'descriptors available again', pending: this.gate.size, tunnels: this.tunnels.size }),
+    });
 
     const app = express();
     app.disable('x-powered-by');
     app.disable('etag');
-    app.use((_req, res, next) => {
+    app.use((req, res, next) => {
       res.setHeader('Server', 'nginx');
+      // keep-alive: the next request gets the same bound from this answer on
+      res.once('finish', () => this.gate.arm(req.socket, headTimeoutMs));
       next();
     });
     app.use((req, res) => {
@@ -112,32 +178,97 @@ export class WsServer {
       }
     });
 
+    // Node's own bounds, as a backstop of the gate's exact deadlines (Node checks
+    // headersTimeout/requestTimeout only every connectionsCheckingInterval)
+    const httpBounds = {
+      headersTimeout: headTimeoutMs,
+      requestTimeout: headTimeoutMs,
+      keepAliveTimeout: headTimeoutMs,
+      connectionsCheckingInterval: headTimeoutMs,
+    };
     this.server = opts.tls
-      ? createHttpsServer({ ...opts.tls, ALPNProtocols: ['http/1.1'] }, app)
-      : createHttpServer(app);
+      ? createHttpsServer({ ...opts.tls, ...httpBounds, handshakeTimeout: headTimeoutMs, ALPNProtocols: ['http/1.1'] }, app)
+      : createHttpServer(httpBounds, app);
+    this.server.on('connection', (socket: Socket) => this.gate.admit(socket));
+    if (opts.tls) this.server.on('secureConnection', (socket: TLSSocket) => this.gate.attach(socket));
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
-    this.server.on('clientError', (_err, socket: Socket) => {
-      if (socket.writable) rawResponse(socket, 400);
-      else socket.destroy();
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (this.refused.has(socket)) return; // bytes after our answer: being discarded
+      if (!socket.writable || !answersParseError(err)) socket.destroy();
+      else this.refuse(socket, rawResponse(400));
     });
+  }
+
+  /**
+   * Answer and close a refused request without leaking its descriptor: the
+   * answer and our FIN go out at once; whatever the client sends after is read
+   * and discarded; its FIN, a reset or the head deadline closes the socket.
+   */
+  private refuse(socket: Socket, answer: string): void {
+    this.refused.add(socket);
+    socket.on('error', () => socket.destroy());
+    socket.on('data', discard);
+    socket.once('end', () => {
+      if (socket.writableFinished) socket.destroy();
+      else socket.once('finish', () => socket.destroy());
+    });
+    socket.resume();
+    socket.end(answer);
+    this.gate.arm(socket, this.gate.headTimeoutMs);
+  }
+
+  private onEvict(reason: EvictReason, pending: number): void {
+    if (reason === 'cap') this.frontLog({ msg: 'maxPending reached: closed the oldest pending connection', reason, pending, tunnels: this.tunnels.size });
+  }
+
+  /**
+   * Out of descriptors (EMFILE/ENFILE at accept, or the watch's probe): log
+   * (rate-limited), close the oldest quarter of the pending connections so
+   * accept and dials recover. Tunnels are not touched.
+   */
+  private onExhausted(err: NodeJS.ErrnoException, where: 'accept' | 'probe'): void {
+    const shed = this.gate.shed(Math.ceil(this.gate.size / SHED_DIVISOR));
+    this.frontLog({
+      msg: 'out of descriptors',
+      code: ErrorCodes.OUT_OF_RESOURCES,
+      errno: err.code,
+      error: `${where}: ${err.code}: ${err.message}`,
+      shed,
+      pending: this.gate.size,
+      tunnels: this.tunnels.size,
+    });
+  }
+
+  /** net.Server 'error' after listen: accept failures (libuv reports them only when its EMFILE trick fails). */
+  private onServerError(err: NodeJS.ErrnoException): void {
+    if (isExhaustion(err)) {
+      this.onExhausted(err, 'accept');
+      return;
+    }
+    this.frontLog({ msg: 'accept failed', errno: err.code, error: err.message });
   }
 
   private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    this.gate.attach(socket);
     const url = req.url ?? '';
     const q = url.indexOf('?');
     const reqPath = q >= 0 ? url.slice(0, q) : url;
     if (reqPath !== this.o.path) {
-      rawResponse(socket, 404);
+      this.refuse(socket, rawResponse(404));
       return;
     }
     const check = checkUpgradeRequest(req.method ?? '', req.headers);
     if (!check.ok) {
-      rawResponse(socket, check.status, check.status === 400 ? 'Bad Request\n' : '', check.headers);
+      this.refuse(socket, rawResponse(check.status, check.status === 400 ? 'Bad Request\n' : '', check.headers));
       return;
     }
+    // still pending (and evictable), but serveTunnel bounds the Brook handshake
+    this.gate.arm(socket, null);
     socket.write(buildUpgradeResponse(check.key));
-    const handle = serveTunnel(socket, head, this.from(req, socket), this.tunnelOptions);
+    const handle = serveTunnel(socket, head, this.from(req, socket), this.tunnelOptions, {
+      onEstablished: () => this.gate.established(socket),
+    });
     this.tunnels.add(handle);
     void handle.closed.then(() => this.tunnels.delete(handle));
   }
@@ -156,6 +287,11 @@ export class WsServer {
     return this.tunnels.size;
   }
 
+  /** Connections that are not tunnels yet (see ConnectionGate). */
+  get pendingConnections(): number {
+    return this.gate.size;
+  }
+
   async listen(): Promise<AddressInfo> {
     const { host, port } = parseListen(this.o.listen);
     await new Promise<void>((resolve, reject) => {
@@ -165,12 +301,16 @@ export class WsServer {
         resolve();
       });
     });
+    this.server.on('error', (e: NodeJS.ErrnoException) => this.onServerError(e));
+    this.watch.start();
     return this.server.address() as AddressInfo;
   }
 
   /** Stop accepting; let open tunnels finish within `graceMs`, then cut them. */
   async close(graceMs = 0): Promise<void> {
     const closing = new Promise<void>((r) => this.server.close(() => r()));
+    this.watch.stop();
+    this.gate.closeAll();
     this.server.closeIdleConnections?.();
     if (graceMs > 0 && this.tunnels.size > 0) {
       const all = Promise.all([...this.tunnels].map((t) => t.closed));
@@ -179,5 +319,7 @@ export class WsServer {
     for (const t of this.tunnels) t.destroy();
     this.server.closeAllConnections?.();
     await closing;
+    this.frontLog.close();
+    this.handshakeLog.close();
   }
 }

@@ -14,6 +14,7 @@ import { attachCertManager, createPortEightyServer, createTlsOptions } from '../
 import { formatBound, parseListen } from '../net/listen.js';
 import { readFileSync } from 'node:fs';
 import { WsServer, type WsServerOptions } from './wsserver.js';
+import { replayGuardForProcess } from '../cluster.js';
 
 type Opts = Record<string, unknown>;
 
@@ -36,6 +37,12 @@ export function serverOptionsFromFlags(o: Opts, listen: string, log: Logger): Ws
     xForwardedFor: Boolean(o['xForwardedFor']),
     probeTimeoutMs: (o['probeTimeout'] as number) * 1000,
     probeByteBudget: o['probeBytes'] as number,
+    headTimeoutMs: o['headTimeout'] === undefined ? undefined : (o['headTimeout'] as number) * 1000,
+    maxPending: typeof o['maxPending'] === 'number' ? o['maxPending'] : undefined,
+    maxTimeAheadSeconds: o['maxTimeAhead'] as number,
+    replayCacheSize: o['replayCacheSize'] as number,
+    // with --workers the primary holds the replay cache (src/cluster.ts); withoutBrookProtocol has none
+    replay: o['withoutBrookProtocol'] ? undefined : replayGuardForProcess(),
     log,
   };
 }
