@@ -103,15 +103,24 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   /** Why the handshake failed, once it has: from then on bytes are only counted and discarded. */
   let failure: BrookError | null = null;
 
-  /** The deadline, from the upgrade: silent, undecided and failed connections alike. */
+  /** The client half-closed before a valid header (only named in the log line). */
+  let clientEnded = false;
+
+  /** The deadline, from the upgrade: silent, undecided, failed and half-closed connections alike. */
   const handshakeTimer = setTimeout(() => {
-    finish(failure ?? new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeTimeoutMs} ms`), 'rst');
+    const why = clientEnded
+      ? new BrookError(ErrorCodes.STREAM_TRUNCATED, `the client half-closed after ${received} bytes, before a valid header`)
+      : new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeTimeoutMs} ms`);
+    finish(failure ?? why, 'rst');
   }, o.probeTimeoutMs);
 
-  /** The client's FIN: close at once (everything has been read, so our close is a FIN). */
+  /**
+   * The client's FIN changes nothing: the connection is still closed at the deadline (or
+   * the byte budget), with a reset, so whether and where a prober half-closed is not told
+   * by the time or the way we close (issue 10 item 2; protocol/probing.md).
+   */
   const onHandshakeEnd = () => {
-    const cut = received > 0 ? new BrookError(ErrorCodes.STREAM_TRUNCATED, `the client closed after ${received} bytes, before a valid header`) : null;
-    finish(failure ?? cut);
+    clientEnded = true;
   };
 
   const onHandshakeData = (chunk: Buffer) => {
@@ -225,6 +234,10 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     if (!relay && !udp) finish(header ? null : failure);
   });
   socket.setNoDelay(true);
+  // Half-close is the client's to make, ours only when the relay ends our side. Plain sockets of the
+  // http server already allow it; the https server's TLS sockets do not (a client FIN would end our side
+  // at once: a close rule that depends on the FIN during the handshake, a truncated answer after it).
+  socket.allowHalfOpen = true;
   socket.on('data', onHandshakeData);
   socket.on('end', onHandshakeEnd);
   if (head.length > 0) onHandshakeData(head);
