@@ -1,5 +1,5 @@
 # brook-ts. `make run` and `make test` work on a fresh machine (they install what they need).
-.PHONY: install deps build native typecheck test run bench clean
+.PHONY: install deps build native typecheck test run bench fuzz soak attack clean
 
 NODE_MODULES := node_modules/.package-lock.json
 
@@ -32,6 +32,16 @@ run: build native
 
 bench: build native
 	npx tsx bench/run.ts
+
+# hostile tools, not in CI (minutes each); ARGS passes flags, e.g. make soak ARGS='--minutes 1'
+fuzz: build native
+	npx tsx bench/fuzz.ts $(ARGS)
+
+soak: build native
+	npx tsx bench/soak.ts $(ARGS)
+
+attack: build native
+	npx tsx bench/attack.ts $(ARGS)
 
 clean:
 	rm -rf dist native/build
