@@ -10,14 +10,14 @@ import type { ServerEndpoint } from './client/dial.js';
 import { backendName, parseBackendPreference, selectBackend } from './crypto/index.js';
 import { BrookError, ErrorCodes } from './errors.js';
 import { buildLink, type LinkKind, linkKindForServer, type LinkOptions, parseLink, parseServerUrl } from './link.js';
-import { createLogger, type Logger } from './log.js';
 import { formatBound } from './net/listen.js';
 import { parseHostPort } from './protocol/address.js';
 import { DEFAULT_HEAD_TIMEOUT_MS, DEFAULT_PATH, WsServer } from './server/wsserver.js';
 import { DEFAULT_PROBE_BYTE_BUDGET, DEFAULT_PROBE_TIMEOUT_MS } from './server/tunnel.js';
 import { serverOptionsFromFlags, startWssServer } from './server/wssserver.js';
 import { DEFAULT_MAX_HEADER_AHEAD_SECONDS, DEFAULT_REPLAY_CACHE_SIZE } from './server/replay.js';
-import { DEFAULT_WORKERS, parseWorkers, socks5UdpPortForWorker, withWorkers } from './cluster.js';
+import { DEFAULT_WORKERS, parseWorkers, socks5UdpPortForWorker } from './cluster.js';
+import { addGlobalOptions, runCommand, type Running, type Runtime } from './runtime.js';
 
 export const VERSION = '0.1.0';
 /** Seconds open tunnels get to finish after SIGINT/SIGTERM. */
@@ -93,21 +93,6 @@ const WORKERS_HELP = 'processes sharing the listening socket, or "auto" (one per
 
 type Opts = Record<string, unknown>;
 
-function onSignals(log: Logger, close: (graceMs: number) => Promise<void>, graceSeconds: number): void {
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) process.exit(1); // second signal: leave now
-    stopping = true;
-    log({ msg: 'shutting down', signal, graceSeconds });
-    close(graceSeconds * 1000).then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-}
-
 function readPem(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8');
@@ -160,10 +145,13 @@ function clientSettings(kind: LinkKind, o: Opts): Pick<WsClientOptions, 'endpoin
   return { endpoint, password: String(o['password']), withoutBrookProtocol: Boolean(o['withoutBrookProtocol']) };
 }
 
-async function runClient(kind: LinkKind, command: string, o: Opts): Promise<void> {
-  const log = createLogger();
+async function runClient(kind: LinkKind, command: string, o: Opts, rt: Runtime): Promise<Running> {
+  const log = rt.log;
   selectBackend(o['crypto'] as 'auto');
   const s = clientSettings(kind, { ...o, command });
+  // a link's HKDF infos win over the global options
+  s.clientHKDFInfo ??= rt.globals.clientHKDFInfo;
+  s.serverHKDFInfo ??= rt.globals.serverHKDFInfo;
   const auth =
     o['socks5Username'] !== undefined || o['socks5Password'] !== undefined
       ? { username: String(o['socks5Username'] ?? ''), password: String(o['socks5Password'] ?? '') }
@@ -191,7 +179,7 @@ async function runClient(kind: LinkKind, command: string, o: Opts): Promise<void
     withoutBrookProtocol: Boolean(s.withoutBrookProtocol),
     crypto: backendName(),
   });
-  onSignals(log, (g) => client.close(g), o['shutdownGrace'] as number);
+  return client;
 }
 
 export function buildProgram(): Command {
@@ -201,6 +189,7 @@ export function buildProgram(): Command {
     .showSuggestionAfterError(true)
     // commander's errors (and its "(Did you mean ...?)" hint) as one line, like ours: "brook-ts: ..."
     .configureOutput({ outputError: (str, write) => write(`brook-ts: ${str.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')}\n`) });
+  addGlobalOptions(program);
 
   const wsserver = commonServerOptions(
     withExample(program.command('wsserver').description('Run as brook wsserver, both TCP and UDP: a standard http server and websocket server'), 'wsserver').requiredOption(
@@ -209,10 +198,10 @@ export function buildProgram(): Command {
       listenAddress,
     ),
   );
-  wsserver.action(withWorkers(async (o: Opts) => {
-    const log = createLogger();
+  wsserver.action(runCommand('wsserver', async (o: Opts, rt: Runtime) => {
+    const log = rt.log;
     selectBackend(o['crypto'] as 'auto');
-    const srv = new WsServer(serverOptionsFromFlags(o, String(o['listen']), log));
+    const srv = new WsServer(serverOptionsFromFlags(o, String(o['listen']), rt));
     const a = await srv.listen();
     log({
       msg: 'listening',
@@ -222,7 +211,7 @@ export function buildProgram(): Command {
       withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
       crypto: backendName(),
     });
-    onSignals(log, (g) => srv.close(g), o['shutdownGrace'] as number);
+    return srv;
   }));
 
   const wssserver = commonServerOptions(
@@ -242,11 +231,9 @@ export function buildProgram(): Command {
           .hideHelp(),
       ),
   );
-  wssserver.action(withWorkers(async (o: Opts) => {
-    const log = createLogger();
+  wssserver.action(runCommand('wssserver', async (o: Opts, rt: Runtime) => {
     selectBackend(o['crypto'] as 'auto');
-    const h = await startWssServer(o, log);
-    onSignals(log, (g) => h.close(g), o['shutdownGrace'] as number);
+    return startWssServer(o, rt);
   }));
 
   const wsclient = commonClientOptions(
@@ -257,7 +244,7 @@ export function buildProgram(): Command {
       .option('--address <host:port>', 'dial this address instead of resolving the host of --wsserver')
       .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
   );
-  wsclient.action(withWorkers((o: Opts) => runClient('wsserver', 'wsclient', o)));
+  wsclient.action(runCommand('wsclient', (o: Opts, rt: Runtime) => runClient('wsserver', 'wsclient', o, rt)));
 
   const wssclient = commonClientOptions(
     withExample(program.command('wssclient').description('Run as brook wssclient, both TCP and UDP, to start a socks5 proxy'), 'wssclient')
@@ -269,7 +256,7 @@ export function buildProgram(): Command {
       .option('--ca <file>', 'trust this CA (PEM) in addition to the system ones')
       .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
   );
-  wssclient.action(withWorkers((o: Opts) => runClient('wssserver', 'wssclient', o)));
+  wssclient.action(runCommand('wssclient', (o: Opts, rt: Runtime) => runClient('wssserver', 'wssclient', o, rt)));
 
   const connect = commonClientOptions(
     withExample(program.command('connect').description('Connect to a brook link (wsserver or wssserver)'), 'connect').requiredOption(
@@ -277,9 +264,9 @@ export function buildProgram(): Command {
       'brook link, you can get it via brook-ts link',
     ),
   );
-  connect.action(withWorkers((o: Opts) => {
+  connect.action(runCommand('connect', (o: Opts, rt: Runtime) => {
     const l = parseLink(String(o['link']));
-    return runClient(l.kind, 'connect', o);
+    return runClient(l.kind, 'connect', o, rt);
   }));
 
   withExample(program.command('link').description('Generate a brook link'), 'link')
@@ -293,7 +280,9 @@ export function buildProgram(): Command {
     .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol')
     .option('--clientHKDFInfo <info>', 'HKDF info for the client to server direction')
     .option('--serverHKDFInfo <info>', 'HKDF info for the server to client direction')
-    .action((o: Opts) => {
+    .action((_o: Opts, cmd: Command) => {
+      // --clientHKDFInfo / --serverHKDFInfo are global options too: read them from there
+      const o = cmd.optsWithGlobals() as Opts;
       const server = String(o['server']);
       const kind = linkKindForServer(server);
       parseServerUrl(kind, server);

@@ -250,6 +250,10 @@ export async function runWithWorkers(o: WorkerOptions, start: () => Promise<void
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
+  // --log FILE: logrotate signals the pid in --pid (ours); each worker reopens its own stream
+  process.on('SIGUSR1', () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR1');
+  });
 }
 
 /** Wrap a commander action: `--workers` and `--shutdownGrace` come from its options. */

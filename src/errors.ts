@@ -20,6 +20,8 @@ export const ErrorCodes = {
   TIME_AHEAD: 'BROOK_ERR_TIME_AHEAD',
   /** A client nonce the server has accepted before (a replayed stream). */
   REPLAY: 'BROOK_ERR_REPLAY',
+  /** More bytes than --probeBytes arrived before a valid header. */
+  PROBE_BUDGET: 'BROOK_ERR_PROBE_BUDGET',
   // SOCKS5-style address
   ATYP_UNKNOWN: 'BROOK_ERR_ATYP_UNKNOWN',
   ADDRESS_TRUNCATED: 'BROOK_ERR_ADDRESS_TRUNCATED',

@@ -5,10 +5,10 @@
  *
  * Anti-probing, one rule for every connection without an accepted header
  * (protocol/probing.md): the server sends nothing and reads and discards every
- * byte; the client's FIN or RST closes at once (a FIN back: everything was
- * read), the deadline (probeTimeoutMs from the 101) or the byte budget
- * (probeByteBudget) closes with an RST. Nothing else changes the time or the
- * way: not how many bytes came, where they end in the preamble, a failed
+ * byte; the deadline (probeTimeoutMs from the 101) or the byte budget
+ * (probeByteBudget) closes with an RST, and only the client's RST closes
+ * sooner. Nothing else changes the time or the way: not how many bytes came,
+ * where they end in the preamble, whether the client half-closed, a failed
  * decrypt, a stale or future time, or a replayed nonce.
  *
  * Replays (Brook): a header is accepted only once the replay guard has seen its
@@ -16,10 +16,12 @@
  * primary holds the cache). The socket stays paused while an asynchronous check
  * runs; a refusal is handled like any failed handshake.
  */
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
+import { defaultDialer, type Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { type HandshakeFailureReason, type Metrics, noMetrics } from '../ops/metrics.js';
 import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import { createServerCodec, type SessionOptions } from '../protocol/session.js';
@@ -45,6 +47,29 @@ export interface ServerTunnelOptions extends SessionOptions {
   handshakeLog?: Logger;
   /** Brook mode: asked about each client nonce before its header is accepted; none = no replay protection. */
   replay?: ReplayGuard | null;
+  /** How destinations are dialled (--dialWith*); default: directly, with the system resolver. */
+  dialer?: Dialer;
+  metrics?: Metrics;
+}
+
+/** The metrics reason of a failed handshake (a fixed set: protocol/probing.md). */
+export function handshakeFailureReason(err: BrookError): HandshakeFailureReason {
+  switch (err.code) {
+    case ErrorCodes.AUTH_FAILED:
+    case ErrorCodes.WOB_PASSWORD:
+      return 'auth';
+    case ErrorCodes.TIME_STALE:
+    case ErrorCodes.TIME_AHEAD:
+      return 'stale_time';
+    case ErrorCodes.REPLAY:
+      return 'replay';
+    case ErrorCodes.PROBE_BUDGET:
+      return 'probe_budget';
+    case ErrorCodes.TIMEOUT:
+      return 'timeout';
+    default:
+      return 'malformed';
+  }
 }
 
 /** What the server's connection bookkeeping learns from a tunnel. */
@@ -61,6 +86,8 @@ export const DEFAULT_UDP_QUEUE_LIMIT = 1024 * 1024;
 export interface TunnelHandle {
   /** Stop now (shutdown past its grace period). */
   destroy(): void;
+  /** Payload bytes relayed so far (TCP). */
+  stats(): { up: number; down: number };
   readonly closed: Promise<void>;
 }
 
@@ -85,6 +112,10 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     });
   };
 
+  const metrics = o.metrics ?? noMetrics;
+  /** The network of a tunnel counted as opened (closed once with it). */
+  let opened: FirstPayload['network'] | null = null;
+
   /** The one teardown. `rst`: close with a reset (the handshake's deadline and byte budget), else a FIN. */
   const finish = (err: BrookError | null, how: 'fin' | 'rst' = 'fin') => {
     if (finished) return;
@@ -92,9 +123,17 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     clearTimeout(handshakeTimer);
     if (how === 'rst') resetSocket(socket);
     else socket.destroy();
+    if (opened) metrics.tunnelClosed(opened, stats());
+    else if (!header && err) metrics.handshakeFailed(handshakeFailureReason(err));
     if (err && err.code !== ErrorCodes.CLOSED) log(err, {}, header ? o.log : (o.handshakeLog ?? o.log));
     resolveClosed();
   };
+
+  /**
+   * Payload bytes relayed so far, up = client to destination (UDP: not counted here).
+   * The relay's plain side is the destination, so its "up" (read from plain) is our down.
+   */
+  const stats = () => (relay ? { up: relay.stats.down, down: relay.stats.up } : { up: 0, down: 0 });
 
   // ---- handshake: until a header is accepted, one close rule (protocol/probing.md) ----
 
@@ -138,7 +177,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
       }
     }
     if (received > o.probeByteBudget) {
-      finish(failure ?? new BrookError(ErrorCodes.TIMEOUT, `no valid header within ${o.probeByteBudget} bytes`), 'rst');
+      finish(failure ?? new BrookError(ErrorCodes.PROBE_BUDGET, `no valid header within ${o.probeByteBudget} bytes`), 'rst');
     }
   };
 
@@ -190,6 +229,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     socket.removeListener('end', onHandshakeEnd);
     socket.pause();
     events.onEstablished?.();
+    opened = h.network;
+    metrics.tunnelOpened(h.network);
     const hello = codec.accept();
     if (hello.length > 0) socket.write(hello);
     if (h.network === 'tcp') dialTcp(h);
@@ -198,30 +239,25 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
 
   const dialTcp = (h: FirstPayload) => {
     const dst = h.destination;
-    const remote = netConnect({ host: dst.host, port: dst.port, allowHalfOpen: true, noDelay: true });
-    const dialTimer = setTimeout(() => {
-      remote.destroy();
-      finish(new BrookError(ErrorCodes.TIMEOUT, `dial ${formatAddress(dst)} timed out after ${o.dialTimeoutMs} ms`));
-    }, o.dialTimeoutMs);
-    const onDialError = (e: Error) => {
-      clearTimeout(dialTimer);
-      const err = toBrookError(e);
-      finish(new BrookError(err.code, `dial ${formatAddress(dst)}: ${err.message}`, { cause: e }));
-    };
-    remote.once('error', onDialError);
-    remote.once('connect', () => {
-      clearTimeout(dialTimer);
-      remote.removeListener('error', onDialError);
-      if (finished) {
-        remote.destroy();
-        return;
-      }
-      relay = new Relay(remote, socket, tunnelTransform(codec), {
-        idleTimeoutMs: o.tcpTimeout * 1000,
-        initialPlain: early.splice(0),
-        onClose: (err) => finish(err),
-      });
-    });
+    (o.dialer ?? defaultDialer()).connectTcp({ host: dst.host, port: dst.port }, { timeoutMs: o.dialTimeoutMs }).then(
+      (remote) => {
+        if (finished) {
+          remote.destroy();
+          return;
+        }
+        remote.setNoDelay(true);
+        relay = new Relay(remote, socket, tunnelTransform(codec), {
+          idleTimeoutMs: o.tcpTimeout * 1000,
+          initialPlain: early.splice(0),
+          onClose: (err) => finish(err),
+        });
+      },
+      (e: unknown) => {
+        const err = toBrookError(e);
+        metrics.dialFailed(err.code);
+        finish(err);
+      },
+    );
   };
 
   const startUdp = (h: FirstPayload) => {
@@ -248,6 +284,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
       else if (udp) udp.close();
       else finish(null);
     },
+    stats,
     closed,
   };
 }

@@ -25,10 +25,10 @@
  * same (client source, destination) pair across tunnels (its UDPSrc cache);
  * here each tunnel gets a fresh ephemeral port.
  */
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { lookup } from 'node:dns/promises';
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { defaultDialer, type UdpChannel } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
+import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import type { ServerCodec } from '../protocol/session.js';
@@ -43,9 +43,9 @@ export const UDP_FLOW_MAX_LOGGED_DROPS = 3;
  * destination; each reply datagram goes back as one payload.
  */
 export class UdpFlow {
-  /** Connected socket; null while the destination is being resolved / connected. */
-  private sock: UdpSocket | null = null;
-  private pendingSock: UdpSocket | null = null;
+  /** Datagrams to and from the destination (a connected socket, or through --dialWithSocks5); null while opening. */
+  private chan: UdpChannel | null = null;
+  private readonly metrics: Metrics;
   private queue: Buffer[];
   private queuedBytes: number;
   private idle: NodeJS.Timeout | null = null;
@@ -68,6 +68,7 @@ export class UdpFlow {
     private readonly onDone: (err: BrookError | null) => void,
   ) {
     this.maxReply = o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
+    this.metrics = o.metrics ?? noMetrics;
     const ra = tunnel.remoteAddress ?? '';
     this.from = ra.includes(':') ? `[${ra}]:${tunnel.remotePort}` : `${ra}:${tunnel.remotePort}`;
     this.queue = [];
@@ -90,43 +91,35 @@ export class UdpFlow {
 
   private async open(): Promise<void> {
     const dst = this.header.destination;
-    let ip: string;
+    let chan: UdpChannel;
     try {
-      ip = isIP(dst.host) ? dst.host : (await lookup(dst.host)).address;
+      chan = await (this.o.dialer ?? defaultDialer()).dialUdp({ host: dst.host, port: dst.port }, { timeoutMs: this.o.dialTimeoutMs });
     } catch (e) {
       const err = toBrookError(e);
-      this.close(new BrookError(err.code, `resolve ${formatAddress(dst)}: ${err.message}`, { cause: e }));
+      this.metrics.dialFailed(err.code);
+      this.close(err);
       return;
     }
-    if (this.done) return;
-    const sock = createSocket(isIP(ip) === 6 ? 'udp6' : 'udp4');
-    this.pendingSock = sock;
-    // Before connect() completes an error is fatal (no socket to use); after it,
-    // errors are per-datagram (ECONNREFUSED from an ICMP unreachable): log and keep going.
-    sock.on('error', (e) => {
-      if (this.sock) this.drop(`send to ${formatAddress(dst)} failed: ${e.message}`, toBrookError(e).code);
-      else this.close(toBrookError(e));
-    });
-    sock.on('message', (msg) => this.toTunnel(msg));
-    try {
-      sock.connect(dst.port, ip, () => {
-        if (this.done) return;
-        this.sock = sock;
-        this.pendingSock = null;
-        const q = this.queue;
-        this.queue = [];
-        this.queuedBytes = 0;
-        for (const p of q) this.send(p);
-      });
-    } catch (e) {
-      this.close(toBrookError(e));
+    if (this.done) {
+      chan.close();
+      return;
     }
+    this.chan = chan;
+    // errors after the open are per datagram (ECONNREFUSED from an ICMP unreachable): log and keep going
+    chan.on('error', (e) => this.drop(`send to ${formatAddress(dst)} failed: ${e.message}`, e.code));
+    chan.on('message', (msg) => this.toTunnel(msg));
+    // the channel itself went away (e.g. the --dialWithSocks5 association ended)
+    chan.on('close', () => this.close(null));
+    const q = this.queue;
+    this.queue = [];
+    this.queuedBytes = 0;
+    for (const p of q) this.send(p);
   }
 
   /** One payload from the tunnel = one datagram to the destination. */
   private toDestination(p: Buffer): void {
     if (this.done) return;
-    if (this.sock) {
+    if (this.chan) {
       this.send(p);
       return;
     }
@@ -140,13 +133,14 @@ export class UdpFlow {
 
   private send(p: Buffer): void {
     this.sent++;
+    this.metrics.udpDatagram('up');
     // With a callback: an error reported by send() (e.g. a pending ECONNREFUSED) is
     // otherwise lost silently by node:dgram; later ones arrive as 'error' events.
-    this.sock!.send(p, this.onSent);
+    this.chan!.send(p, this.onSent);
   }
 
-  private readonly onSent = (e: Error | null): void => {
-    if (e && !this.done) this.drop(`send to ${formatAddress(this.header.destination)} failed: ${e.message}`, toBrookError(e).code);
+  private readonly onSent = (e: BrookError | null): void => {
+    if (e && !this.done) this.drop(`send to ${formatAddress(this.header.destination)} failed: ${e.message}`, e.code);
   };
 
   /** One reply datagram = one payload into the tunnel. */
@@ -169,11 +163,13 @@ export class UdpFlow {
       return;
     }
     this.replied++;
+    this.metrics.udpDatagram('down');
     this.tunnel.write(out);
   }
 
   private drop(message: string, code: string): void {
     this.dropped++;
+    this.metrics.udpDropped();
     if (this.logged >= UDP_FLOW_MAX_LOGGED_DROPS) return;
     this.logged++;
     this.o.log({ from: this.from, dst: formatAddress(this.header.destination), network: 'udp', error: `datagram dropped: ${message}`, code });
@@ -191,13 +187,7 @@ export class UdpFlow {
     this.done = true;
     if (this.idle) clearTimeout(this.idle);
     this.queue = [];
-    for (const s of [this.sock, this.pendingSock]) {
-      try {
-        s?.close();
-      } catch {
-        // already closed
-      }
-    }
+    this.chan?.close();
     this.tunnel.destroy();
     this.onDone(err);
   }

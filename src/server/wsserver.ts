@@ -35,6 +35,8 @@ import {
 } from './tunnel.js';
 import { ConnectionGate, type EvictReason } from './gate.js';
 import { defaultMaxPending, DescriptorWatch, isExhaustion } from './descriptors.js';
+import type { Dialer } from '../dial/index.js';
+import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { createReplayCache, DEFAULT_MAX_HEADER_AHEAD_SECONDS, type ReplayGuard } from './replay.js';
 
 export interface WsServerOptions {
@@ -65,6 +67,9 @@ export interface WsServerOptions {
   headTimeoutMs?: number;
   /** Connections that are not tunnels yet; at the cap the oldest is closed for each new one. Default: defaultMaxPending(). */
   maxPending?: number;
+  /** How destinations are dialled (--dialWith*); default: directly, with the system resolver. */
+  dialer?: Dialer;
+  metrics?: Metrics;
   /** Descriptor watch probe: throws EMFILE/ENFILE when no descriptor is free (tests inject one). */
   descriptorProbe?: () => void;
   log?: Logger;
@@ -112,6 +117,7 @@ export class WsServer {
   private readonly frontLog: RateLimitedLogger;
   /** Failed handshakes (bad password, stale time, replay, silence...): one line per error code per second. */
   private readonly handshakeLog: RateLimitedLogger;
+  private readonly metrics: Metrics;
   private readonly gate: ConnectionGate;
   private readonly watch: DescriptorWatch;
   /** Sockets answered by refuse(): later parse errors on them are ignored. */
@@ -123,6 +129,7 @@ export class WsServer {
     if (!opts.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
     this.o = { ...opts, path };
     this.log = opts.log ?? createLogger();
+    this.metrics = opts.metrics ?? noMetrics;
     this.handshakeLog = rateLimitLogger(this.log, { key: (e) => String(e['code'] ?? '') });
     this.tunnelOptions = {
       password: opts.password,
@@ -145,7 +152,19 @@ export class WsServer {
           createReplayCache({ capacity: opts.replayCacheSize, aheadSeconds: opts.maxTimeAheadSeconds ?? DEFAULT_MAX_HEADER_AHEAD_SECONDS, now: opts.now })),
       log: this.log,
       handshakeLog: this.handshakeLog,
+      dialer: opts.dialer,
+      metrics: this.metrics,
     };
+    // bytes of open tunnels, read at scrape time
+    this.metrics.liveBytes(() => {
+      const sum = { up: 0, down: 0 };
+      for (const t of this.tunnels) {
+        const b = t.stats();
+        sum.up += b.up;
+        sum.down += b.down;
+      }
+      return sum;
+    });
 
     const headTimeoutMs = opts.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS;
     if (!(headTimeoutMs > 0)) throw new BrookError(ErrorCodes.CONFIG, `head timeout must be positive: ${headTimeoutMs}`);
@@ -172,8 +191,10 @@ export class WsServer {
       if (req.path !== path) {
         res.status(404).end();
       } else if (req.method !== 'GET') {
+        this.metrics.handshakeFailed('bad_upgrade');
         res.status(405).end();
       } else {
+        this.metrics.handshakeFailed('bad_upgrade');
         res.status(400).type('text/plain').send('Bad Request\n');
       }
     });
@@ -206,6 +227,7 @@ export class WsServer {
    */
   private refuse(socket: Socket, answer: string): void {
     this.refused.add(socket);
+    this.metrics.handshakeFailed('bad_upgrade');
     socket.on('error', () => socket.destroy());
     socket.on('data', discard);
     socket.once('end', () => {

@@ -7,7 +7,7 @@
 import type { Server as HttpServer } from 'node:http';
 import type { Server as TlsServer } from 'node:tls';
 import { BrookError, ErrorCodes } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Runtime } from '../runtime.js';
 import { parseHostPort } from '../protocol/address.js';
 import { loadCertFiles } from '../tls/certfiles.js';
 import { attachCertManager, createPortEightyServer, createTlsOptions } from '../tls/tlsserver.js';
@@ -25,8 +25,9 @@ export interface WssHandle {
   close(graceMs: number): Promise<void>;
 }
 
-/** WsServer options from the flags wsserver and wssserver share. */
-export function serverOptionsFromFlags(o: Opts, listen: string, log: Logger): WsServerOptions {
+/** WsServer options from the flags wsserver and wssserver share, and the process's runtime (log, metrics, dialer, globals). */
+export function serverOptionsFromFlags(o: Opts, listen: string, rt: Pick<Runtime, 'log' | 'metrics' | 'dialer' | 'globals'>): WsServerOptions {
+  const log = rt.log;
   return {
     listen,
     password: String(o['password']),
@@ -43,6 +44,10 @@ export function serverOptionsFromFlags(o: Opts, listen: string, log: Logger): Ws
     replayCacheSize: o['replayCacheSize'] as number,
     // with --workers the primary holds the replay cache (src/cluster.ts); withoutBrookProtocol has none
     replay: o['withoutBrookProtocol'] ? undefined : replayGuardForProcess(),
+    clientHKDFInfo: rt.globals.clientHKDFInfo,
+    serverHKDFInfo: rt.globals.serverHKDFInfo,
+    dialer: rt.dialer,
+    metrics: rt.metrics,
     log,
   };
 }
@@ -55,19 +60,21 @@ function readPemFile(path: string, flag: string): Buffer {
   }
 }
 
-export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
+export async function startWssServer(o: Opts, rt: Runtime): Promise<WssHandle> {
+  const log = rt.log;
   const da = parseHostPort(String(o['domainaddress']));
   if (da.type !== 'domain') {
     throw new BrookError(ErrorCodes.CONFIG, `--domainaddress needs a domain name, got ${da.host}`);
   }
   const domain = da.host;
   const listen = o['listen'] ? String(o['listen']) : `:${da.port}`;
-  const common = serverOptionsFromFlags(o, listen, log);
+  const common = serverOptionsFromFlags(o, listen, rt);
 
   if (o['cert'] || o['certkey']) {
     if (!o['cert'] || !o['certkey']) throw new BrookError(ErrorCodes.CONFIG, '--cert and --certkey go together');
     const c = await loadCertFiles(String(o['cert']), String(o['certkey']));
     const server = new WsServer({ ...common, tls: createTlsOptions({ domain, cert: c.cert, key: c.key }) });
+    common.metrics?.certificateExpiry(c.notAfter.getTime());
     const a = await server.listen();
     log({ msg: 'listening', command: 'wssserver', listen: formatBound(a), domain, certificate: 'files', notAfter: c.notAfter.toISOString() });
     return { server, port80: null, certManager: null, close: (g) => server.close(g) };
@@ -87,6 +94,8 @@ export async function startWssServer(o: Opts, log: Logger): Promise<WssHandle> {
   manager.on('error', () => {
     /* logged by the manager; it keeps retrying with backoff */
   });
+  manager.on('certificate', (c: { notAfter: Date }) => common.metrics?.certificateExpiry(c.notAfter.getTime()));
+  manager.on('order', (result: 'issued' | 'renewed' | 'failed') => common.metrics?.acme(result));
   const httpListen = parseListen(String(o['httpListen'] ?? ':80'));
   const port80 = await createPortEightyServer({ host: httpListen.host, port: httpListen.port, certManager: manager, httpsPort: da.port });
   const cert = await manager.start();

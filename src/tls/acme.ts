@@ -271,12 +271,14 @@ export class CertManager extends EventEmitter {
       return;
     }
     this.busy = true;
+    const renewal = this.cur !== null;
     try {
       const fresh = await this.obtain();
       if (this.stopped) return;
       this.failures = 0;
       this.lastError = null;
       this.install(fresh);
+      this.emit('order', renewal ? 'renewed' : 'issued');
       this.log('info', `obtained certificate for ${this.domain} (serial ${fresh.serialNumber}, notAfter ${fresh.notAfter.toISOString()})`);
       this.schedule(this.nextCheckDelay());
     } catch (e) {
@@ -293,6 +295,7 @@ export class CertManager extends EventEmitter {
       );
       this.lastError = err;
       this.log('error', err.message, err.code);
+      this.emit('order', 'failed');
       if (this.listenerCount('error') > 0) this.emit('error', err);
       this.schedule(delay);
     } finally {
