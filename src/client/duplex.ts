@@ -2,9 +2,15 @@
  * A tunnel as a plain Duplex: writes are sealed into the tunnel, reads are the
  * opened payloads. For consumers that want a stream (the HTTP proxy); the
  * SOCKS5 path uses Relay directly and skips this layer.
+ *
+ * Aborts travel through it (protocol/resets.md): an RST on the tunnel (an
+ * error, or an 'end' that endWasReset() shows was an RST) and a stream that
+ * cannot be opened destroy the Duplex with an error; resetAndDestroy() resets
+ * the tunnel socket, so a Relay that aborts resets the tunnel too.
  */
 import { Duplex } from 'node:stream';
 import { toBrookError } from '../errors.js';
+import { endWasReset, resetByPeer, resetSocket } from '../net/reset.js';
 import type { OpenTunnel } from './dial.js';
 
 export class TunnelDuplex extends Duplex {
@@ -22,6 +28,10 @@ export class TunnelDuplex extends Duplex {
     };
     socket.on('data', onData);
     socket.on('end', () => {
+      if (endWasReset(socket)) {
+        this.destroy(resetByPeer('tunnel'));
+        return;
+      }
       try {
         codec.end();
         this.push(null);
@@ -34,6 +44,12 @@ export class TunnelDuplex extends Duplex {
       if (!this.destroyed && !this.readableEnded) this.destroy();
     });
     if (t.leftover.length > 0) onData(t.leftover);
+  }
+
+  /** Abort: the tunnel is closed with an RST, and this stream destroyed. */
+  resetAndDestroy(): this {
+    resetSocket(this.t.socket);
+    return this.destroy();
   }
 
   override _read(): void {
@@ -58,7 +74,9 @@ export class TunnelDuplex extends Duplex {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    this.t.socket.destroy();
+    // destroyed with an error (the stream could not be opened, the tunnel broke): an abort
+    if (err) resetSocket(this.t.socket);
+    else this.t.socket.destroy();
     cb(err);
   }
 }

@@ -8,10 +8,17 @@
  * udpTimeout seconds idle. Datagrams that arrive while the flow's tunnel is
  * opening are queued in order up to udpQueueLimit bytes; beyond it they are
  * dropped and counted.
+ *
+ * Logging: one line per failed tunnel or flow, {from, dst, network, error,
+ * code}. A failed CONNECT is logged by the SOCKS5 server when it sends the
+ * failure reply (not here too). Every per-connection line, from here, the
+ * SOCKS5 server and the HTTP proxy, goes through one rateLimitLogger keyed by
+ * network and code, so a misbehaving local application (or anything that can
+ * reach the SOCKS5 UDP port) cannot set the log volume.
  */
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { createHttpProxyServer } from '../httpproxy/server.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, rateLimitLogger, type Logger, type RateLimitedLogger } from '../log.js';
 import { Relay } from '../net/relay.js';
 import { parseListen } from '../net/listen.js';
 import { type Address, formatAddress } from '../protocol/address.js';
@@ -45,6 +52,8 @@ export interface WsClientOptions {
   /** Bytes queued per UDP flow while its tunnel opens. */
   udpQueueLimit?: number;
   log?: Logger;
+  /** Per-connection log lines: at most one per (network, code) per this many ms, the rest counted (default 1000). */
+  logIntervalMs?: number;
   now?: Clock;
   backend?: AeadBackend;
 }
@@ -77,12 +86,16 @@ export class WsClient {
   private http: ReturnType<typeof createHttpProxyServer> | null = null;
   private readonly relays = new Set<Relay>();
   private readonly flows = new Map<string, UdpFlow>();
-  private readonly log: Logger;
+  /** Per-connection lines (rate-limited, see the top of this file). */
+  private readonly log: RateLimitedLogger;
   readonly stats = { tunnels: 0, tunnelFailures: 0, udpDropped: 0 };
 
   constructor(private readonly o: WsClientOptions) {
     if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
-    this.log = o.log ?? createLogger();
+    this.log = rateLimitLogger(o.log ?? createLogger(), {
+      key: (e) => `${String(e.network ?? '')}|${String(e.code ?? e.error ?? '')}`,
+      intervalMs: o.logIntervalMs,
+    });
     const listen = parseListen(o.socks5 ?? DEFAULT_SOCKS5_LISTEN);
     this.socks = createSocks5Server({
       host: listen.host ?? '0.0.0.0',
@@ -113,10 +126,8 @@ export class WsClient {
             });
             this.relays.add(relay);
           },
-          (err: BrookError) => {
-            this.logError(`${req.source.address}:${req.source.port}`, req.destination, 'tcp', err);
-            req.reject(err);
-          },
+          // the SOCKS5 server logs the failure with its reply: one line, not two
+          (err: BrookError) => req.reject(err),
         );
       },
       onUdpDatagram: (assoc, dst, data) => this.onDatagram(assoc, dst, data),
@@ -290,5 +301,6 @@ export class WsClient {
     for (const r of this.relays) r.close();
     for (const f of this.flows.values()) this.closeFlow(f);
     await Promise.all(closing);
+    this.log.close();
   }
 }

@@ -12,13 +12,21 @@
  * - Fill fragments: each read is sealed at once into full fragments (a read
  *   holds everything the socket had, up to 64 KiB); reads already buffered
  *   behind it are gathered into the same seal; nothing waits for a timer.
- * - One teardown path: finish(err) destroys both sockets and reports once.
+ * - One teardown path: finish(err, how) closes both sockets and reports once.
+ * - Resets travel (protocol/resets.md): a clean end (FIN) on one side is passed
+ *   on as a FIN after the pending data; an abort closes both sides with an RST.
+ *   An abort is: an error on either side (ECONNRESET, EPIPE, ...), an 'end'
+ *   that was really an RST (endWasReset), a tunnel stream that cannot be
+ *   opened (bad tag, bad length, ends inside a fragment), or a side that closed
+ *   before both of its directions ended. An idle timeout and close() (the
+ *   owner's decision, e.g. shutdown) close with a FIN, as upstream does.
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { encodedSize, releaseOpened } from '../protocol/fragment.js';
 import { MAX_TCP_PAYLOAD } from '../protocol/sizes.js';
+import { endWasReset, resetByPeer, resetSocket } from './reset.js';
 
 export interface TunnelTransform {
   /** Tunnel bytes to plain payloads. */
@@ -46,7 +54,12 @@ export interface RelayStats {
   up: number;
   /** Bytes of plain data written to the plain side (received through the tunnel). */
   down: number;
+  /** The relay ended in an abort: both sides were reset (RST), not ended (FIN). */
+  aborted: boolean;
 }
+
+/** How finish() closes the two sockets. */
+type Close = 'abort' | 'close';
 
 /** Either side of a relay: a socket, or any Duplex (e.g. a tunnel seen as a stream). */
 export type RelaySide = Duplex & { setTimeout?: Socket['setTimeout'] };
@@ -75,7 +88,7 @@ export const SEAL_POOL_MAX = 64;
 const sealPool: Buffer[] = [];
 
 export class Relay {
-  readonly stats: RelayStats = { up: 0, down: 0 };
+  readonly stats: RelayStats = { up: 0, down: 0, aborted: false };
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
@@ -96,14 +109,14 @@ export class Relay {
     tunnel.on('data', (d: Buffer) => this.onTunnelData(d));
     tunnel.on('end', () => this.onTunnelEnd());
     for (const s of [plain, tunnel]) {
-      s.on('error', (e) => this.finish(toBrookError(e)));
+      s.on('error', (e) => this.finish(toBrookError(e), 'abort'));
       s.on('close', () => {
-        // a side that closed before both of its halves were done was cut off: take the other down too
-        if (!(s.readableEnded && s.writableFinished)) this.finish(new BrookError(ErrorCodes.CLOSED, 'closed before both directions ended'));
-        else if (++this.closed === 2) this.finish(null);
+        // a side that closed before both of its halves were done was cut off: abort the other
+        if (!(s.readableEnded && s.writableFinished)) this.finish(new BrookError(ErrorCodes.CLOSED, 'closed before both directions ended'), 'abort');
+        else if (++this.closed === 2) this.finish(null, 'close');
       });
       if (opts.idleTimeoutMs && opts.idleTimeoutMs > 0 && s.setTimeout) {
-        s.setTimeout(opts.idleTimeoutMs, () => this.finish(new BrookError(ErrorCodes.TIMEOUT, `idle for ${opts.idleTimeoutMs} ms`)));
+        s.setTimeout(opts.idleTimeoutMs, () => this.finish(new BrookError(ErrorCodes.TIMEOUT, `idle for ${opts.idleTimeoutMs} ms`), 'close'));
       }
     }
     // a side may have ended before the relay began (e.g. FIN right after a CONNECT head)
@@ -155,7 +168,7 @@ export class Relay {
         out = this.t.seal(data);
       }
     } catch (e) {
-      this.finish(toBrookError(e));
+      this.finish(toBrookError(e), 'abort');
       return;
     }
     const ok = pooled
@@ -170,6 +183,10 @@ export class Relay {
   }
 
   private onPlainEnd(): void {
+    if (endWasReset(this.plain)) {
+      this.finish(resetByPeer('plain side'), 'abort');
+      return;
+    }
     this.flush();
     this.tunnel.end();
   }
@@ -187,7 +204,8 @@ export class Relay {
         if (!this.writePlain(p)) full = true;
       });
     } catch (e) {
-      this.finish(toBrookError(e));
+      // a stream that fails to open mid-way (bad tag, oversized length) is an abort
+      this.finish(toBrookError(e), 'abort');
       return;
     }
     if (full && !this.tunnel.isPaused()) {
@@ -197,25 +215,41 @@ export class Relay {
   }
 
   private onTunnelEnd(): void {
+    if (endWasReset(this.tunnel)) {
+      this.finish(resetByPeer('tunnel'), 'abort');
+      return;
+    }
     try {
       this.t.end();
     } catch (e) {
-      this.finish(toBrookError(e));
+      // the tunnel ended inside a fragment: truncated, so an abort
+      this.finish(toBrookError(e), 'abort');
       return;
     }
     this.plain.end();
   }
 
-  /** Tear down now (e.g. server shutdown). */
+  /** Tear down now (e.g. server shutdown): both sides closed, with a FIN. */
   close(err: BrookError | null = null): void {
-    this.finish(err ?? new BrookError(ErrorCodes.CLOSED, 'closed'));
+    this.finish(err ?? new BrookError(ErrorCodes.CLOSED, 'closed'), 'close');
   }
 
-  private finish(err: BrookError | null): void {
+  /** Tear down now with an RST on both sides. */
+  abort(err: BrookError | null = null): void {
+    this.finish(err ?? new BrookError(ErrorCodes.CLOSED, 'aborted'), 'abort');
+  }
+
+  private finish(err: BrookError | null, how: Close): void {
     if (this.done) return;
     this.done = true;
-    this.plain.destroy();
-    this.tunnel.destroy();
+    if (how === 'abort') {
+      this.stats.aborted = true;
+      resetSocket(this.plain);
+      resetSocket(this.tunnel);
+    } else {
+      this.plain.destroy();
+      this.tunnel.destroy();
+    }
     this.opts.onClose?.(err, this.stats);
   }
 }

@@ -17,7 +17,6 @@
  * runs; a refusal is handled like any failed handshake.
  */
 import type { Socket } from 'node:net';
-import { TLSSocket } from 'node:tls';
 import { defaultDialer, type Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -26,6 +25,7 @@ import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import { createServerCodec, type SessionOptions } from '../protocol/session.js';
 import { Relay } from '../net/relay.js';
+import { resetSocket } from '../net/reset.js';
 import type { ReplayGuard, ReplayVerdict } from './replay.js';
 import { UdpFlow } from './udpflow.js';
 
@@ -287,24 +287,6 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     stats,
     closed,
   };
-}
-
-/**
- * Close with an RST: the same for every handshake that hits the deadline or the
- * byte budget, whatever is left unread. TLS sockets have no reset in Node
- * (resetting the TCP socket under a TLS socket crashes the process): they are
- * destroyed, which is a FIN unless bytes are left unread.
- */
-function resetSocket(s: Socket): void {
-  if (s instanceof TLSSocket) {
-    s.destroy();
-    return;
-  }
-  try {
-    s.resetAndDestroy();
-  } catch {
-    s.destroy();
-  }
 }
 
 export function tunnelTransform(codec: {
