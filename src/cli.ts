@@ -72,7 +72,9 @@ function commonServerOptions(cmd: Command): Command {
     .option('--replayCacheSize <n>', 'client nonces remembered against replays; when full the oldest go and the window shrinks', positiveInt, DEFAULT_REPLAY_CACHE_SIZE)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
     .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS)
-    .option('--workers <n>', WORKERS_HELP, parseWorkers, DEFAULT_WORKERS);
+    .option('--workers <n>', WORKERS_HELP, parseWorkers, DEFAULT_WORKERS)
+    // upstream's per-command name of --blockListUpdateInterval (deprecated there)
+    .addOption(new Option('--updateListInterval <seconds>', 'old name of the global --blockListUpdateInterval').hideHelp());
 }
 
 function commonClientOptions(cmd: Command): Command {
@@ -165,6 +167,8 @@ async function runClient(kind: LinkKind, command: string, o: Opts, rt: Runtime):
     http: o['http'] as string | undefined,
     tcpTimeout: o['tcpTimeout'] as number,
     udpTimeout: o['udpTimeout'] as number,
+    dialer: rt.dialer,
+    metrics: rt.metrics,
     log,
   });
   await client.listen();

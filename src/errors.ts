@@ -68,6 +68,15 @@ export const ErrorCodes = {
   // HTTP proxy (src/httpproxy)
   HTTP_MALFORMED: 'BROOK_ERR_HTTP_MALFORMED',
   HTTP_HEAD_TOO_LARGE: 'BROOK_ERR_HTTP_HEAD_TOO_LARGE',
+  // destination policy (src/policy)
+  /** The destination matched a block rule (--blockDomainList, --blockCIDR4List/6List, --blockGeoIP). */
+  BLOCKED: 'BROOK_ERR_BLOCKED',
+  /** A block list has a line that is not a domain / CIDR of the right family, or is over its size bound. */
+  LIST_INVALID: 'BROOK_ERR_LIST_INVALID',
+  /** A block list could not be read: unreadable file, unreachable URL, HTTP error, timeout. */
+  LIST_UNREACHABLE: 'BROOK_ERR_LIST_UNREACHABLE',
+  /** The GeoIP database could not be loaded. */
+  GEOIP_UNAVAILABLE: 'BROOK_ERR_GEOIP_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -150,6 +159,8 @@ export function socks5ReplyFor(e: unknown): number {
       return Socks5Reply.NETWORK_UNREACHABLE;
     case ErrorCodes.SOCKS_COMMAND:
       return Socks5Reply.COMMAND_NOT_SUPPORTED;
+    case ErrorCodes.BLOCKED:
+      return Socks5Reply.NOT_ALLOWED;
     case ErrorCodes.ATYP_UNKNOWN:
       return Socks5Reply.ADDRESS_TYPE_NOT_SUPPORTED;
     default:

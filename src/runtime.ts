@@ -7,6 +7,7 @@
  *   --prometheus ADDR  --prometheusPath PATH                     src/ops/metrics.ts
  *   --clientHKDFInfo  --serverHKDFInfo                           src/protocol/cipher.ts
  *   --dialWithDNS ... --dialWithSocks5 ...                       src/dial/
+ *   --blockDomainList ... --blockGeoIP  (server commands only)   src/policy/
  *
  * With --workers N: the primary writes the pid file and serves the metrics (the sum
  * over the workers); each worker opens the log (appending) and dials by itself.
@@ -19,6 +20,7 @@ import type { Logger } from './log.js';
 import { openLogDestination, parseTags, type Tags } from './ops/logdest.js';
 import { createMetrics, type Metrics, type MetricsServer, noMetrics, serveMetrics, shareWithPrimary } from './ops/metrics.js';
 import { writePidFile } from './ops/pidfile.js';
+import { DestinationPolicy, type DestinationPolicyOptions } from './policy/index.js';
 import { DEFAULT_WORKERS, withWorkers } from './cluster.js';
 
 type Opts = Record<string, unknown>;
@@ -39,8 +41,17 @@ export function addGlobalOptions(program: Command): Command {
     if ('default' in f) program.option(f.flag, f.help, String(f.default));
     else program.option(f.flag, f.help);
   }
+  program
+    .option('--blockDomainList <file|url>', 'wsserver/wssserver: block destinations in these domains (one a line, suffix match: example.com blocks a.example.com); a file or an http(s) URL')
+    .option('--blockCIDR4List <file|url>', 'wsserver/wssserver: block destination IPv4 addresses in these CIDRs (one a line); a file or an http(s) URL')
+    .option('--blockCIDR6List <file|url>', 'wsserver/wssserver: block destination IPv6 addresses in these CIDRs (one a line); a file or an http(s) URL')
+    .option('--blockGeoIP <country>', 'wsserver/wssserver: block destination IPs of this country, such as US (repeatable)', collect, [])
+    .option('--blockGeoIPDatabase <file.mmdb>', 'with --blockGeoIP: a country MMDB file instead of the one shipped')
+    .option('--blockListUpdateInterval <seconds>', 'read the block lists again this often (0: once at start); a failed read keeps the last good list', '0');
   return program;
 }
+
+const BLOCK_FLAGS = ['blockDomainList', 'blockCIDR4List', 'blockCIDR6List', 'blockGeoIPDatabase'] as const;
 
 export interface Globals {
   log: string | undefined;
@@ -52,10 +63,22 @@ export interface Globals {
   dial: DialConfig;
   /** Whether any --dialWith* option was given (else the plain dialer). */
   dialSet: boolean;
+  /** The block options (DestinationPolicy.load; resolve and log are added per process). */
+  block: DestinationPolicyOptions;
 }
 
 /** Check every global option at start: a mistake is a one-line CONFIG error. */
 export function parseGlobals(o: Opts): Globals {
+  const interval = String(o['updateListInterval'] ?? o['blockListUpdateInterval'] ?? '0');
+  if (!/^\d+$/.test(interval)) throw new BrookError(ErrorCodes.CONFIG, `--blockListUpdateInterval expects whole seconds, got "${interval}"`);
+  const block: DestinationPolicyOptions = {
+    blockDomainList: o['blockDomainList'] as string | undefined,
+    blockCIDR4List: o['blockCIDR4List'] as string | undefined,
+    blockCIDR6List: o['blockCIDR6List'] as string | undefined,
+    blockGeoIP: (o['blockGeoIP'] as string[] | undefined) ?? [],
+    geoipDatabase: o['blockGeoIPDatabase'] as string | undefined,
+    blockListUpdateInterval: Number(interval),
+  };
   const prometheus = o['prometheus'] as string | undefined;
   const prometheusPath = o['prometheusPath'] as string | undefined;
   if (prometheus && !prometheusPath) throw new BrookError(ErrorCodes.CONFIG, '--prometheus needs --prometheusPath');
@@ -73,7 +96,14 @@ export function parseGlobals(o: Opts): Globals {
     serverHKDFInfo: info('serverHKDFInfo'),
     dial: dialConfigFromFlags(dialFlags),
     dialSet: Object.entries(dialFlags).some(([k, v]) => v !== undefined && v !== defaults[k]),
+    block,
   };
+}
+
+/** Upstream applies the block options to its server commands only; elsewhere they are a mistake, not a no-op. */
+function refuseBlockOptions(command: string, g: Globals): void {
+  const given = [...BLOCK_FLAGS.filter((k) => g.block[k === 'blockGeoIPDatabase' ? 'geoipDatabase' : k]), ...(g.block.blockGeoIP?.length ? ['blockGeoIP'] : [])];
+  if (given.length > 0) throw new BrookError(ErrorCodes.CONFIG, `--${given[0]} applies to wsserver and wssserver, not ${command}`);
 }
 
 /** What a command runs with in its process. */
@@ -81,6 +111,8 @@ export interface Runtime {
   log: Logger;
   metrics: Metrics;
   dialer: Dialer;
+  /** Server commands with block options: the lists (null otherwise). */
+  policy: DestinationPolicy | null;
   globals: Globals;
 }
 
@@ -95,9 +127,11 @@ export interface Running {
  * or in each worker, with its log, metrics and dialer; SIGINT/SIGTERM stop it.
  */
 export function runCommand(command: string, start: (o: Opts, rt: Runtime) => Promise<Running>): (o: Opts, cmd: Command) => Promise<void> {
+  const server = command === 'wsserver' || command === 'wssserver';
   return async (_o, cmd) => {
     const o = cmd.optsWithGlobals() as Opts;
     const g = parseGlobals(o);
+    if (!server) refuseBlockOptions(command, g);
     const pool = !cluster.isWorker && typeof o['workers'] === 'number' && o['workers'] > DEFAULT_WORKERS;
     // SIGUSR1 reopens a --log file; without a listener Node would open its inspector on it
     process.on('SIGUSR1', () => undefined);
@@ -114,11 +148,16 @@ export function runCommand(command: string, start: (o: Opts, rt: Runtime) => Pro
         else endpoint = await serveMetrics(g.prometheus.listen, g.prometheus.path, m.registry);
       }
       const dialer = g.dialSet ? createDialer(g.dial) : defaultDialer();
-      const running = await start(wo, { log: dest.log, metrics, dialer, globals: g });
+      // a domain is checked at the address the process would dial it at (the same resolver)
+      const policy = server
+        ? await DestinationPolicy.load({ ...g.block, log: dest.log, resolve: async (host) => [(await dialer.resolve(host)).address] })
+        : null;
+      const running = await start(wo, { log: dest.log, metrics, dialer, policy, globals: g });
       onSignals(
         dest.log,
         async (graceMs) => {
           await running.close(graceMs);
+          policy?.close();
           await endpoint?.close();
           dialer.close();
           await dest.close();

@@ -12,8 +12,10 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { CLI, type CliProcess, freePort, runCli, startCli, stopAllClis } from './helpers/cli.js';
 import { type DnsServer, startDnsServer } from './helpers/dial-dns.js';
-import { connectRaw, exchangeThroughSocks, LOOPBACK, readHttpHead, sleep, socksConnect, startExchangeServer, upgradeRequest, waitFor } from './helpers/net.js';
+import { connectRaw, exchangeThroughSocks, LOOPBACK, readExactly, readHttpHead, sleep, socksConnect, startExchangeServer, upgradeRequest, waitFor } from './helpers/net.js';
 import { spawn } from 'node:child_process';
+import { PASS, startPyProxy, startSocksv5, USER } from './helpers/socks5-proxies.js';
+import { Socks5UdpClient, startUdpEcho } from './helpers/udp.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'brook-globals-'));
 const closers: (() => Promise<void> | void)[] = [];
@@ -167,6 +169,41 @@ describe('--dialWith* on the server', () => {
     const r = await exchangeThroughSocks(client.port('socks5'), { type: 'domain', host: 'brook-dst.invalid', port: dst.port }, 5000);
     expect(r.received.bytes).toBe(1000);
     expect(dns.queries.some((q) => q.name === 'brook-dst.invalid')).toBe(true);
+  });
+});
+
+describe('--dialWithSocks5', () => {
+  it.each([false, true])('wsclient reaches its wsserver only through an independent SOCKS5 proxy (auth %s)', async (auth) => {
+    const proxy = await startSocksv5(auth);
+    closers.push(() => proxy.close());
+    // an echo (socksv5 does not keep half-closed connections: no FIN before the answer)
+    const echo = net.createServer((c) => c.pipe(c));
+    await new Promise<void>((r) => echo.listen(0, LOOPBACK, r));
+    closers.push(() => new Promise<void>((r) => echo.close(() => r())));
+    const server = await startCli(['wsserver', '--listen', `${LOOPBACK}:0`, '--password', 'hello']);
+    const creds = auth ? ['--dialWithSocks5Username', USER, '--dialWithSocks5Password', PASS] : [];
+    const client = await startCli([
+      '--dialWithSocks5', `${LOOPBACK}:${proxy.port}`, ...creds,
+      'wsclient', '--wsserver', `ws://${LOOPBACK}:${server.port('listen')}`, '--password', 'hello', '--socks5', `${LOOPBACK}:0`,
+    ]);
+    const s = await socksConnect(client.port('socks5'), { type: 'ipv4', host: LOOPBACK, port: (echo.address() as net.AddressInfo).port });
+    s.write('through the proxy');
+    expect((await readExactly(s, 17)).toString()).toBe('through the proxy');
+    s.destroy();
+    expect(proxy.seen.map((x) => x.dst)).toEqual([`${LOOPBACK}:${server.port('listen')}`]);
+  });
+
+  it("wsserver sends a flow's UDP through the proxy's UDP ASSOCIATE", async () => {
+    const proxy = await startPyProxy();
+    closers.push(() => proxy.close());
+    const echo = await startUdpEcho(LOOPBACK);
+    closers.push(() => echo.close());
+    const { client } = await pair([], ['--dialWithSocks5', `${LOOPBACK}:${proxy.port}`]);
+    const u = await Socks5UdpClient.associate({ host: LOOPBACK, port: client.port('socks5') });
+    closers.push(() => u.close());
+    u.send({ host: LOOPBACK, port: echo.port }, Buffer.from('through the proxy'));
+    expect((await u.next()).data.toString()).toBe('through the proxy');
+    await proxy.waitLine('ASSOC');
   });
 });
 

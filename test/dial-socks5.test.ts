@@ -3,51 +3,16 @@
  * package for CONNECT (with and without username/password), and a small
  * Python stdlib server (test/helpers/dial-socks5-udp.py) for UDP ASSOCIATE.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
-import * as socks from 'socksv5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDialer } from '../src/dial/dialer.js';
 import { dialConfigFromFlags, type DialFlags } from '../src/dial/options.js';
 import type { UdpChannel } from '../src/dial/types.js';
 import { ErrorCodes, isBrookError, socks5ReplyFor, Socks5Reply } from '../src/errors.js';
 import { makeCert } from './helpers/dial-dns.js';
-
-const USER = 'brook-user';
-const PASS = 'brook-pass';
-
-interface Proxy {
-  port: number;
-  seen: { src: string; dst: string }[];
-  close(): Promise<void>;
-}
-
-async function startSocksv5(auth: boolean): Promise<Proxy> {
-  const seen: Proxy['seen'] = [];
-  const srv = socks.createServer((info, accept) => {
-    seen.push({ src: info.srcAddr, dst: `${info.dstAddr}:${info.dstPort}` });
-    accept();
-  });
-  srv.useAuth(auth ? socks.auth.UserPassword((u, p, cb) => cb(u === USER && p === PASS)) : socks.auth.None());
-  const conns = new Set<net.Socket>();
-  // the package's own net.Server (its 'connection' event is the SOCKS request)
-  (srv as unknown as { _srv: net.Server })._srv.on('connection', (s: net.Socket) => {
-    conns.add(s);
-    s.on('close', () => conns.delete(s));
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (srv.address() as net.AddressInfo).port,
-    seen,
-    close: async () => {
-      for (const s of conns) s.destroy();
-      await new Promise<void>((r) => srv.close(() => r()));
-    },
-  };
-}
+import { PASS, type Proxy, type PyProxy, startPyProxy, startSocksv5, USER } from './helpers/socks5-proxies.js';
 
 async function startEcho(): Promise<{ port: number; close(): Promise<void> }> {
   const socks5 = new Set<net.Socket>();
@@ -197,57 +162,6 @@ describe('--dialWithSocks5: CONNECT through socksv5', () => {
 
 // ---- UDP ASSOCIATE ---------------------------------------------------------
 
-interface PyProxy {
-  port: number;
-  lines: string[];
-  proc: ChildProcessWithoutNullStreams;
-  waitLine(prefix: string, ms?: number): Promise<string>;
-  close(): Promise<void>;
-}
-
-async function startPyProxy(args: string[] = []): Promise<PyProxy> {
-  const script = fileURLToPath(new URL('./helpers/dial-socks5-udp.py', import.meta.url));
-  const proc = spawn('python3', [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let buf = '';
-  proc.stdout.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-  const waitLine = async (prefix: string, ms = 10_000): Promise<string> => {
-    const deadline = Date.now() + ms;
-    let seen = 0;
-    for (;;) {
-      const hit = lines.slice(seen).find((l) => l.startsWith(prefix));
-      if (hit) {
-        lines.splice(lines.indexOf(hit), 1);
-        return hit;
-      }
-      seen = 0;
-      if (Date.now() > deadline) throw new Error(`python proxy: no "${prefix}" line in ${ms} ms (have ${JSON.stringify(lines)})`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  const port = Number((await waitLine('PORT ')).split(' ')[1]);
-  return {
-    port,
-    lines,
-    proc,
-    waitLine,
-    close: async () => {
-      if (proc.exitCode !== null) return;
-      const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-      proc.stdin.end();
-      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
-}
 
 async function startUdpEcho(): Promise<{ port: number; close(): Promise<void> }> {
   const s = dgram.createSocket('udp4');

@@ -6,6 +6,7 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Address } from '../protocol/address.js';
 import type { Network } from '../protocol/header.js';
@@ -35,6 +36,8 @@ export interface DialOptions extends SessionOptions {
   /** Give up on connect + 101 after this long (ms). */
   timeoutMs: number;
   random?: RandomSource;
+  /** How to reach the server (--dialWith*: DNS, source address, SOCKS5); default net.connect. */
+  dialer?: Dialer;
 }
 
 export interface OpenTunnel {
@@ -47,25 +50,50 @@ export interface OpenTunnel {
 export const DEFAULT_TUNNEL_TIMEOUT_MS = 10_000;
 
 export function dialTunnel(o: DialOptions): Promise<OpenTunnel> {
+  if (o.dialer && !o.dialer.isDefault) return dialThrough(o, o.dialer);
   const e = o.endpoint;
   const host = e.address?.host ?? e.hostname;
   const port = e.address?.port ?? e.port;
   const socket: Socket = e.secure
-    ? tlsConnect({
-        host,
-        port,
-        servername: isIpLiteral(e.hostname) ? undefined : e.hostname,
-        ALPNProtocols: ['http/1.1'],
-        rejectUnauthorized: !e.insecure,
-        ca: e.ca ? [e.ca] : undefined,
-        // set only when insecure: an explicit undefined replaces tls.checkServerIdentity and trips Node's assert
-        ...(e.insecure ? { checkServerIdentity: () => undefined } : {}),
-        // honoured by TLSSocket, missing from ConnectionOptions' type
-        ...({ allowHalfOpen: true } as object),
-      })
+    ? tlsConnect(tlsOptions(e, { host, port }))
     : netConnect({ host, port, allowHalfOpen: true, noDelay: true });
   if (e.secure) socket.setNoDelay(true);
+  return upgrade(o, socket, e.secure ? 'secureConnect' : 'connect', o.timeoutMs);
+}
 
+/** TLS client options of the connection to a wssserver (over `to`: a host and port, or a connected socket). */
+function tlsOptions(e: ServerEndpoint, to: { host: string; port: number } | { socket: Socket }) {
+  return {
+    ...to,
+    servername: isIpLiteral(e.hostname) ? undefined : e.hostname,
+    ALPNProtocols: ['http/1.1'],
+    rejectUnauthorized: !e.insecure,
+    ca: e.ca ? [e.ca] : undefined,
+    // set only when insecure: an explicit undefined replaces tls.checkServerIdentity and trips Node's assert
+    ...(e.insecure ? { checkServerIdentity: () => undefined } : {}),
+    // honoured by TLSSocket, missing from ConnectionOptions' type
+    ...({ allowHalfOpen: true } as object),
+  };
+}
+
+/** Through the --dialWith* dialer: the TCP connection first (its time counts), then TLS and the upgrade. */
+async function dialThrough(o: DialOptions, dialer: Dialer): Promise<OpenTunnel> {
+  const e = o.endpoint;
+  const started = Date.now();
+  const tcp = await dialer.connectTcp({ host: e.address?.host ?? e.hostname, port: e.address?.port ?? e.port }, { timeoutMs: o.timeoutMs });
+  const left = Math.max(1, o.timeoutMs - (Date.now() - started));
+  if (!e.secure) {
+    tcp.resume();
+    return upgrade(o, tcp, null, left);
+  }
+  const socket = tlsConnect(tlsOptions(e, { socket: tcp }));
+  socket.setNoDelay(true);
+  return upgrade(o, socket, 'secureConnect', left);
+}
+
+/** Send the upgrade once `ready` fires (null: now), read and check the 101, send the client preamble. */
+function upgrade(o: DialOptions, socket: Socket, ready: 'connect' | 'secureConnect' | null, timeoutMs: number): Promise<OpenTunnel> {
+  const e = o.endpoint;
   return new Promise<OpenTunnel>((resolve, reject) => {
     const key = newWebSocketKey(o.random);
     let head: Buffer = Buffer.alloc(0);
@@ -79,11 +107,11 @@ export function dialTunnel(o: DialOptions): Promise<OpenTunnel> {
     };
     const timer = setTimeout(
       () => fail(new BrookError(ErrorCodes.TIMEOUT, `no upgrade from ${e.hostPort} within ${o.timeoutMs} ms`)),
-      o.timeoutMs,
+      timeoutMs,
     );
-    socket.once(e.secure ? 'secureConnect' : 'connect', () => {
-      socket.write(buildUpgradeRequest({ host: e.hostPort, path: e.path, key }));
-    });
+    const sendRequest = () => socket.write(buildUpgradeRequest({ host: e.hostPort, path: e.path, key }));
+    if (ready) socket.once(ready, sendRequest);
+    else sendRequest();
     socket.on('error', fail);
     socket.on('end', () => fail(new BrookError(ErrorCodes.UPGRADE_RESPONSE, `${e.hostPort} closed before the 101`)));
     const onData = (d: Buffer) => {

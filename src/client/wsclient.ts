@@ -16,10 +16,12 @@
  * network and code, so a misbehaving local application (or anything that can
  * reach the SOCKS5 UDP port) cannot set the log volume.
  */
+import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { createHttpProxyServer } from '../httpproxy/server.js';
 import { createLogger, rateLimitLogger, type Logger, type RateLimitedLogger } from '../log.js';
 import { Relay } from '../net/relay.js';
+import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { parseListen } from '../net/listen.js';
 import { type Address, formatAddress } from '../protocol/address.js';
 import type { AeadBackend } from '../protocol/cipher.js';
@@ -54,6 +56,9 @@ export interface WsClientOptions {
   log?: Logger;
   /** Per-connection log lines: at most one per (network, code) per this many ms, the rest counted (default 1000). */
   logIntervalMs?: number;
+  /** How to reach the server (--dialWith*); default net.connect. */
+  dialer?: Dialer;
+  metrics?: Metrics;
   now?: Clock;
   backend?: AeadBackend;
 }
@@ -89,9 +94,20 @@ export class WsClient {
   /** Per-connection lines (rate-limited, see the top of this file). */
   private readonly log: RateLimitedLogger;
   readonly stats = { tunnels: 0, tunnelFailures: 0, udpDropped: 0 };
+  private readonly metrics: Metrics;
 
   constructor(private readonly o: WsClientOptions) {
     if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
+    this.metrics = o.metrics ?? noMetrics;
+    // bytes of open tunnels, read at scrape time (the relay's plain side is the application: up is up)
+    this.metrics.liveBytes(() => {
+      const sum = { up: 0, down: 0 };
+      for (const r of this.relays) {
+        sum.up += r.stats.up;
+        sum.down += r.stats.down;
+      }
+      return sum;
+    });
     this.log = rateLimitLogger(o.log ?? createLogger(), {
       key: (e) => `${String(e.network ?? '')}|${String(e.code ?? e.error ?? '')}`,
       intervalMs: o.logIntervalMs,
@@ -119,6 +135,7 @@ export class WsClient {
               initialTunnel: t.leftover,
               onClose: (err) => {
                 this.relays.delete(relay);
+                this.metrics.tunnelClosed('tcp', relay.stats);
                 if (err && err.code !== ErrorCodes.CLOSED) {
                   this.logError(`${req.source.address}:${req.source.port}`, req.destination, 'tcp', err);
                 }
@@ -155,9 +172,15 @@ export class WsClient {
       network,
       destination,
       timeoutMs: this.o.tunnelTimeoutMs ?? DEFAULT_TUNNEL_TIMEOUT_MS,
+      dialer: this.o.dialer,
+    }).then((t) => {
+      this.metrics.tunnelOpened(network);
+      return t;
     }).catch((e: unknown) => {
       this.stats.tunnelFailures++;
-      throw toBrookError(e);
+      const err = toBrookError(e);
+      this.metrics.dialFailed(err.code);
+      throw err;
     });
   }
 
@@ -197,12 +220,14 @@ export class WsClient {
       this.dropDatagram(f, `tunnel backlog over ${UDP_TUNNEL_BACKLOG_LIMIT} bytes`);
       return;
     }
+    this.metrics.udpDatagram('up');
     t.socket.write(t.codec.seal(data));
   }
 
   /** Count a dropped datagram; log the first few per flow. */
   private dropDatagram(f: UdpFlow, why: string): void {
     this.stats.udpDropped++;
+    this.metrics.udpDropped();
     if (f.logged >= UDP_FLOW_MAX_LOGGED_DROPS) return;
     f.logged++;
     this.log({ from: f.from, dst: formatAddress(f.dst), network: 'udp', error: `datagram dropped: ${why}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
@@ -219,7 +244,10 @@ export class WsClient {
         const onData = (d: Buffer) => {
           this.touch(f);
           try {
-            t.codec.push(d, (p) => f.assoc.send(f.dst, p));
+            t.codec.push(d, (p) => {
+              this.metrics.udpDatagram('down');
+              f.assoc.send(f.dst, p);
+            });
           } catch (e) {
             const err = toBrookError(e);
             this.logError(from, f.dst, 'udp', err);
@@ -261,7 +289,10 @@ export class WsClient {
     f.closed = true;
     if (f.idle) clearTimeout(f.idle);
     f.queue = [];
-    f.tunnel?.socket.destroy();
+    if (f.tunnel) {
+      f.tunnel.socket.destroy();
+      this.metrics.tunnelClosed('udp', { up: 0, down: 0 });
+    }
     this.flows.delete(f.key);
   }
 
@@ -282,7 +313,11 @@ export class WsClient {
           if (e.event === 'request') return;
           this.log({ from: e.client ?? '', dst: e.destination ?? '', network: 'tcp', error: e.message ?? e.event, code: e.code });
         },
-        dial: async (dst) => new TunnelDuplex(await this.dial('tcp', dst)),
+        dial: async (dst) => {
+          const d = new TunnelDuplex(await this.dial('tcp', dst));
+          d.once('close', () => this.metrics.tunnelClosed('tcp', { up: 0, down: 0 }));
+          return d;
+        },
       });
       await this.http.listen();
     }

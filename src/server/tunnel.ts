@@ -21,6 +21,7 @@ import { defaultDialer, type Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type HandshakeFailureReason, type Metrics, noMetrics } from '../ops/metrics.js';
+import type { DestinationPolicy } from '../policy/index.js';
 import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import { createServerCodec, type SessionOptions } from '../protocol/session.js';
@@ -50,6 +51,8 @@ export interface ServerTunnelOptions extends SessionOptions {
   /** How destinations are dialled (--dialWith*); default: directly, with the system resolver. */
   dialer?: Dialer;
   metrics?: Metrics;
+  /** Block lists (--blockDomainList, --blockCIDR4List, --blockCIDR6List, --blockGeoIP); none = no check. */
+  policy?: DestinationPolicy | null;
 }
 
 /** The metrics reason of a failed handshake (a fixed set: protocol/probing.md). */
@@ -117,7 +120,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   let opened: FirstPayload['network'] | null = null;
 
   /** The one teardown. `rst`: close with a reset (the handshake's deadline and byte budget), else a FIN. */
-  const finish = (err: BrookError | null, how: 'fin' | 'rst' = 'fin') => {
+  const finish = (err: BrookError | null, how: 'fin' | 'rst' = 'fin', extra: Record<string, unknown> = {}) => {
     if (finished) return;
     finished = true;
     clearTimeout(handshakeTimer);
@@ -125,7 +128,9 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     else socket.destroy();
     if (opened) metrics.tunnelClosed(opened, stats());
     else if (!header && err) metrics.handshakeFailed(handshakeFailureReason(err));
-    if (err && err.code !== ErrorCodes.CLOSED) log(err, {}, header ? o.log : (o.handshakeLog ?? o.log));
+    // failed handshakes and blocked destinations can come in floods: the rate-limited log
+    const limited = !header || err?.code === ErrorCodes.BLOCKED;
+    if (err && err.code !== ErrorCodes.CLOSED) log(err, extra, limited ? (o.handshakeLog ?? o.log) : o.log);
     resolveClosed();
   };
 
@@ -229,17 +234,44 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     socket.removeListener('end', onHandshakeEnd);
     socket.pause();
     events.onEstablished?.();
+    const policy = o.policy;
+    if (!policy) {
+      open(h, h.destination.host);
+      return;
+    }
+    // block lists: a blocked destination is never dialled; an allowed one is dialled at the
+    // address that was checked (resolving again could give another: DNS rebinding)
+    policy.evaluate(h.destination).then(
+      (v) => {
+        if (finished) return;
+        if (!v.blocked) {
+          open(h, v.ips?.[0] ?? h.destination.host);
+          return;
+        }
+        metrics.blocked(h.network);
+        finish(new BrookError(ErrorCodes.BLOCKED, `destination blocked by ${v.rule}${v.ip ? ` (${v.ip})` : ''}`), 'fin', { rule: v.rule });
+      },
+      (e: unknown) => {
+        const err = toBrookError(e);
+        metrics.dialFailed(err.code);
+        finish(err);
+      },
+    );
+  };
+
+  /** Answer (the server nonce) and dial `host` (the destination's, or the address the block check resolved). */
+  const open = (h: FirstPayload, host: string) => {
     opened = h.network;
     metrics.tunnelOpened(h.network);
     const hello = codec.accept();
     if (hello.length > 0) socket.write(hello);
-    if (h.network === 'tcp') dialTcp(h);
-    else startUdp(h);
+    if (h.network === 'tcp') dialTcp(h, host);
+    else startUdp(h, host);
   };
 
-  const dialTcp = (h: FirstPayload) => {
+  const dialTcp = (h: FirstPayload, host: string) => {
     const dst = h.destination;
-    (o.dialer ?? defaultDialer()).connectTcp({ host: dst.host, port: dst.port }, { timeoutMs: o.dialTimeoutMs }).then(
+    (o.dialer ?? defaultDialer()).connectTcp({ host, port: dst.port }, { timeoutMs: o.dialTimeoutMs }).then(
       (remote) => {
         if (finished) {
           remote.destroy();
@@ -260,8 +292,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     );
   };
 
-  const startUdp = (h: FirstPayload) => {
-    udp = new UdpFlow(socket, codec, h, o, early.splice(0), (err) => finish(err));
+  const startUdp = (h: FirstPayload, host: string) => {
+    udp = new UdpFlow(socket, codec, h, o, early.splice(0), (err) => finish(err), host);
   };
 
   // a reset by the client before a header: close at once, logging why the handshake had failed

@@ -66,6 +66,8 @@ export class UdpFlow {
     private readonly o: ServerTunnelOptions,
     early: Buffer[],
     private readonly onDone: (err: BrookError | null) => void,
+    /** Where to send (the destination's host, or the address the block check resolved). */
+    private readonly dialHost: string = header.destination.host,
   ) {
     this.maxReply = o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
     this.metrics = o.metrics ?? noMetrics;
@@ -93,7 +95,7 @@ export class UdpFlow {
     const dst = this.header.destination;
     let chan: UdpChannel;
     try {
-      chan = await (this.o.dialer ?? defaultDialer()).dialUdp({ host: dst.host, port: dst.port }, { timeoutMs: this.o.dialTimeoutMs });
+      chan = await (this.o.dialer ?? defaultDialer()).dialUdp({ host: this.dialHost, port: dst.port }, { timeoutMs: this.o.dialTimeoutMs });
     } catch (e) {
       const err = toBrookError(e);
       this.metrics.dialFailed(err.code);

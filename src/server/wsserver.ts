@@ -36,6 +36,7 @@ import {
 import { ConnectionGate, type EvictReason } from './gate.js';
 import { defaultMaxPending, DescriptorWatch, isExhaustion } from './descriptors.js';
 import type { Dialer } from '../dial/index.js';
+import type { DestinationPolicy } from '../policy/index.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { createReplayCache, DEFAULT_MAX_HEADER_AHEAD_SECONDS, type ReplayGuard } from './replay.js';
 
@@ -69,6 +70,8 @@ export interface WsServerOptions {
   maxPending?: number;
   /** How destinations are dialled (--dialWith*); default: directly, with the system resolver. */
   dialer?: Dialer;
+  /** Block lists checked for every new tunnel (the owner closes it). */
+  policy?: DestinationPolicy | null;
   metrics?: Metrics;
   /** Descriptor watch probe: throws EMFILE/ENFILE when no descriptor is free (tests inject one). */
   descriptorProbe?: () => void;
@@ -153,6 +156,7 @@ export class WsServer {
       log: this.log,
       handshakeLog: this.handshakeLog,
       dialer: opts.dialer,
+      policy: opts.policy,
       metrics: this.metrics,
     };
     // bytes of open tunnels, read at scrape time

@@ -26,7 +26,7 @@ export interface WssHandle {
 }
 
 /** WsServer options from the flags wsserver and wssserver share, and the process's runtime (log, metrics, dialer, globals). */
-export function serverOptionsFromFlags(o: Opts, listen: string, rt: Pick<Runtime, 'log' | 'metrics' | 'dialer' | 'globals'>): WsServerOptions {
+export function serverOptionsFromFlags(o: Opts, listen: string, rt: Pick<Runtime, 'log' | 'metrics' | 'dialer' | 'policy' | 'globals'>): WsServerOptions {
   const log = rt.log;
   return {
     listen,
@@ -47,6 +47,7 @@ export function serverOptionsFromFlags(o: Opts, listen: string, rt: Pick<Runtime
     clientHKDFInfo: rt.globals.clientHKDFInfo,
     serverHKDFInfo: rt.globals.serverHKDFInfo,
     dialer: rt.dialer,
+    policy: rt.policy,
     metrics: rt.metrics,
     log,
   };

@@ -1,0 +1,12 @@
+/** Destination policy: block lists and GeoIP, checked per new tunnel / flow (see policy.ts). */
+export {
+  ALLOWED,
+  DestinationPolicy,
+  defaultResolver,
+  MAX_UPDATE_INTERVAL_S,
+  type DestinationPolicyOptions,
+  type PolicyVerdict,
+  type ReloadOutcome,
+  type Resolver,
+} from './policy.js';
+export { DEFAULT_LIST_FETCH_TIMEOUT_MS, DEFAULT_MAX_LIST_BYTES, describeSource } from './lists.js';
