@@ -10,7 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { CLI, type CliProcess, freePort, runCli, startCli, stopAllClis } from './helpers/cli.js';
+import { CLI, type CliProcess, freePort, runCli, selfSigned, startCli, stopAllClis } from './helpers/cli.js';
 import { type DnsServer, startDnsServer } from './helpers/dial-dns.js';
 import { connectRaw, exchangeThroughSocks, LOOPBACK, readExactly, readHttpHead, sleep, socksConnect, startExchangeServer, upgradeRequest, waitFor } from './helpers/net.js';
 import { spawn } from 'node:child_process';
@@ -129,6 +129,17 @@ describe('--prometheus', () => {
     expect(added).toEqual(['brook_dial_failures_total{command="wsserver",code="BROOK_ERR_CONNECTION_REFUSED"}']);
     expect(after).not.toMatch(/127\.0\.0\.1/);
   }, 60_000);
+
+  it('wssserver: the certificate expiry time', async () => {
+    const mport = await freePort();
+    const files = await selfSigned(dir, 'brook.test', 'metrics');
+    const server = await startCli([
+      '--prometheus', `${LOOPBACK}:${mport}`, '--prometheusPath', '/metrics',
+      'wssserver', '--domainaddress', 'brook.test:443', '--listen', `${LOOPBACK}:0`, '--password', 'hello', '--cert', files.cert, '--certkey', files.key,
+    ]);
+    const notAfter = Math.floor(Date.parse(String(server.listening['notAfter'])) / 1000);
+    expect(value(await scrape(mport, '/metrics'), 'brook_certificate_expiry_seconds')).toBe(notAfter);
+  });
 
   it('with --workers 2 one endpoint reports the sum over the workers', async () => {
     const mport = await freePort();
