@@ -7,7 +7,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createCipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -163,77 +162,8 @@ export function split(rng: Rng, b: Buffer): Buffer[] {
 
 // ---------------------------------------------------------------- processes and /proc
 
-/** The process and its descendants (cluster workers). */
-export function tree(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(d));
-      children.set(ppid, list);
-    } catch {
-      /* gone */
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    out.push(p);
-    for (const c of children.get(p) ?? []) walk(c);
-  };
-  walk(pid);
-  return out;
-}
-
-/** VmRSS of the process tree, KiB. */
-export function rssKiB(pid: number): number {
-  let kib = 0;
-  for (const p of tree(pid)) {
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
-      if (m) kib += Number(m[1]);
-    } catch {
-      /* gone */
-    }
-  }
-  return kib;
-}
-
-/** Open descriptors of the process tree. */
-export function fdCount(pid: number): number {
-  let n = 0;
-  for (const p of tree(pid)) {
-    try {
-      n += readdirSync(`/proc/${p}/fd`).length;
-    } catch {
-      /* gone */
-    }
-  }
-  return n;
-}
-
-/** Open socket descriptors of the process tree. */
-export function socketCount(pid: number): number {
-  let n = 0;
-  for (const p of tree(pid)) {
-    let fds: string[] = [];
-    try {
-      fds = readdirSync(`/proc/${p}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        if (readlinkSync(`/proc/${p}/fd/${fd}`).startsWith('socket:')) n++;
-      } catch {
-        /* closed meanwhile */
-      }
-    }
-  }
-  return n;
-}
+export { fdCount, rssKiB, socketCount, tree } from './proc.js';
+import { tree } from './proc.js';
 
 export interface Child {
   name: string;

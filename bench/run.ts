@@ -29,13 +29,13 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderChart } from './chart.js';
+import { cpuSeconds, rssKiB, tree } from './proc.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BROOK = join(ROOT, 'dist', 'cmd', 'brook-ts.js');
 const PROBE = join(ROOT, 'bench', 'probe.ts');
 const DIRECT = join(ROOT, 'bench', 'direct.mjs');
 const PASSWORD = 'bench-password';
-const CLK_TCK = 100;
 const READY_TIMEOUT_MS = 15_000;
 const PROBE_TIMEOUT_MS = 180_000;
 const SETTLE_MS = 1000;
@@ -70,60 +70,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------- processes
 
-/** The process and its descendants (cluster workers). */
-function tree(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(d));
-      children.set(ppid, list);
-    } catch {
-      /* gone */
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    out.push(p);
-    for (const c of children.get(p) ?? []) walk(c);
-  };
-  walk(pid);
-  return out;
-}
-
-/** utime + stime of the tree, seconds. */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  let ticks = 0;
-  for (const p of tree(pid)) {
-    try {
-      const st = readFileSync(`/proc/${p}/stat`, 'utf8');
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(f[11]) + Number(f[12]); // fields 14 and 15 of stat
-    } catch {
-      /* gone */
-    }
-  }
-  return ticks / CLK_TCK;
-}
-
-/** VmRSS of the tree, KiB. */
-function rssKiB(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  let kib = 0;
-  for (const p of tree(pid)) {
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
-      if (m) kib += Number(m[1]);
-    } catch {
-      /* gone */
-    }
-  }
-  return kib;
-}
+/** utime + stime of the tree, seconds (0 without a process). */
+const cpuSecondsOf = (pid: number | undefined): number => (pid === undefined ? 0 : cpuSeconds(pid));
+/** VmRSS of the tree, KiB (0 without a process). */
+const rssKiBOf = (pid: number | undefined): number => (pid === undefined ? 0 : rssKiB(pid));
 
 const started = new Set<ChildProcess>();
 
@@ -395,12 +345,12 @@ async function measure(r: Running): Promise<Sample> {
   const spid = r.server.pid;
   const cpid = r.client?.pid;
   await sleep(SETTLE_MS);
-  const idleRssKiB = rssKiB(spid);
-  const clientIdle = rssKiB(cpid);
+  const idleRssKiB = rssKiBOf(spid);
+  const clientIdle = rssKiBOf(cpid);
   const held = await holdTunnels(r.socks, sizes.holdCount);
   await sleep(SETTLE_MS);
-  const holdRssKiB = rssKiB(spid);
-  const clientHold = rssKiB(cpid);
+  const holdRssKiB = rssKiBOf(spid);
+  const clientHold = rssKiBOf(cpid);
   await held.close();
   await sleep(SETTLE_MS);
   const rtt = await probe(['rtt', '--socks', r.socks, '--count', String(sizes.rttCount)]);
@@ -408,8 +358,8 @@ async function measure(r: Running): Promise<Sample> {
     log(`udp: ${e.message}`);
     return { p50ms: null, loss: 1 } as ProbeResult;
   });
-  const c0 = cpuSeconds(cpid);
-  const s0 = cpuSeconds(spid);
+  const c0 = cpuSecondsOf(cpid);
+  const s0 = cpuSecondsOf(spid);
   const tcp = (dir: string, conns: number, mib: number) =>
     probe(['tcp', '--socks', r.socks, '--dir', dir, '--conns', String(conns), '--mib', String(mib)]);
   const up = await tcp('up', 1, sizes.singleMiB);
@@ -417,8 +367,8 @@ async function measure(r: Running): Promise<Sample> {
   const mup = await tcp('up', sizes.multiConns, sizes.multiMiBEach);
   const mdown = await tcp('down', sizes.multiConns, sizes.multiMiBEach);
   const gib = (2 * sizes.singleMiB + 2 * sizes.multiConns * sizes.multiMiBEach) / 1024;
-  const c1 = cpuSeconds(cpid);
-  const s1 = cpuSeconds(spid);
+  const c1 = cpuSecondsOf(cpid);
+  const s1 = cpuSecondsOf(spid);
   const n = (x: unknown) => (typeof x === 'number' ? x : NaN);
   return {
     idleRssKiB,
