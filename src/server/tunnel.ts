@@ -128,8 +128,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     else socket.destroy();
     if (opened) metrics.tunnelClosed(opened, stats());
     else if (!header && err) metrics.handshakeFailed(handshakeFailureReason(err));
-    // failed handshakes and blocked destinations can come in floods: the rate-limited log
-    const limited = !header || err?.code === ErrorCodes.BLOCKED;
+    // failed handshakes, blocked destinations and dials without descriptors come in floods: the rate-limited log
+    const limited = !header || err?.code === ErrorCodes.BLOCKED || err?.code === ErrorCodes.OUT_OF_RESOURCES;
     if (err && err.code !== ErrorCodes.CLOSED) log(err, extra, limited ? (o.handshakeLog ?? o.log) : o.log);
     resolveClosed();
   };
