@@ -159,14 +159,19 @@ describe.each(MODES)('wsserver + wsclient, $name mode', ({ wob }) => {
     expect(rec!.gotEnd).toBe(true);
   });
 
-  it('closes the tunnel cleanly when the destination refuses; the server log says CONNECTION_REFUSED', async () => {
+  it('resets the tunnel when the destination refuses (an abort, not an empty answer); the server log says CONNECTION_REFUSED', async () => {
     const dead = await freePort();
     const pair = await startPair({ withoutBrookProtocol: wob });
     started.push(pair);
     const s = await socksConnect(pair.socksPort, { type: 'ipv4', host: LOOPBACK, port: dead });
+    const how = new Promise<string>((r) => {
+      s.once('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error'));
+      s.once('end', () => r('end'));
+    });
     const got = await withTimeout(readAll(s), 5000, 'tunnel end after refusal');
     s.destroy();
     expect(got.length).toBe(0);
+    expect(await how).toBe('ECONNRESET');
     await withTimeout(
       (async () => {
         while (!pair.serverLog.some((e) => e.code === ErrorCodes.CONNECTION_REFUSED)) await sleep(20);

@@ -119,7 +119,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   /** The network of a tunnel counted as opened (closed once with it). */
   let opened: FirstPayload['network'] | null = null;
 
-  /** The one teardown. `rst`: close with a reset (the handshake's deadline and byte budget), else a FIN. */
+  /** The one teardown. `rst`: close with a reset (the handshake's deadline and byte budget; a failed or refused dial), else a FIN. */
   const finish = (err: BrookError | null, how: 'fin' | 'rst' = 'fin', extra: Record<string, unknown> = {}) => {
     if (finished) return;
     finished = true;
@@ -249,12 +249,12 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
           return;
         }
         metrics.blocked(h.network);
-        finish(new BrookError(ErrorCodes.BLOCKED, `destination blocked by ${v.rule}${v.ip ? ` (${v.ip})` : ''}`), 'fin', { rule: v.rule });
+        finish(new BrookError(ErrorCodes.BLOCKED, `destination blocked by ${v.rule}${v.ip ? ` (${v.ip})` : ''}`), 'rst', { rule: v.rule });
       },
       (e: unknown) => {
         const err = toBrookError(e);
         metrics.dialFailed(err.code);
-        finish(err);
+        finish(err, 'rst');
       },
     );
   };
@@ -287,7 +287,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
       (e: unknown) => {
         const err = toBrookError(e);
         metrics.dialFailed(err.code);
-        finish(err);
+        // a tunnel whose destination could not be reached is an abort, not an empty answer (protocol/resets.md)
+        finish(err, 'rst');
       },
     );
   };
@@ -325,6 +326,7 @@ export function tunnelTransform(codec: {
   push(c: Buffer, emit: (p: Buffer) => void): unknown;
   seal(d: Uint8Array): Buffer;
   sealInto?(d: Uint8Array, out: Uint8Array): number;
+  keepalive?(): Buffer | null;
   end(): void;
 }) {
   return {
@@ -335,6 +337,20 @@ export function tunnelTransform(codec: {
     // the Relay seals into reused buffers when the codec can (Brook TCP)
     sealInto: codec.sealInto ? (data: Buffer, out: Buffer) => codec.sealInto!(data, out) : undefined,
     end: () => codec.end(),
+    // Brook: an empty fragment for --keepalive (the codec answers null on UDP; withoutBrookProtocol has none)
+    keepalive: codec.keepalive ? () => codec.keepalive!() : undefined,
   };
 }
 
+/**
+ * --keepalive (client and server): seconds (the CLI takes whole ones; the API any positive
+ * number), and only with the Brook protocol: withoutBrookProtocol relays raw bytes, with no
+ * framing to carry an empty message, so the option is refused there rather than ignored.
+ */
+export function checkKeepalive(seconds: number | undefined, withoutBrookProtocol: boolean | undefined): void {
+  if (seconds === undefined || seconds === 0) return;
+  if (!Number.isFinite(seconds) || seconds < 0) throw new BrookError(ErrorCodes.CONFIG, `--keepalive must be a number of seconds, got ${seconds}`);
+  if (withoutBrookProtocol) {
+    throw new BrookError(ErrorCodes.CONFIG, '--keepalive needs the Brook protocol: withoutBrookProtocol has no framing to carry an empty message');
+  }
+}
