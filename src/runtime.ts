@@ -13,7 +13,7 @@
  * over the workers); each worker opens the log (appending) and dials by itself.
  */
 import cluster from 'node:cluster';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { createDialer, defaultDialer, DIAL_FLAGS, type DialConfig, dialConfigFromFlags, type Dialer, type DialFlags } from './dial/index.js';
 import { BrookError, ErrorCodes } from './errors.js';
 import type { Logger } from './log.js';
@@ -47,7 +47,9 @@ export function addGlobalOptions(program: Command): Command {
     .option('--blockCIDR6List <file|url>', 'wsserver/wssserver: block destination IPv6 addresses in these CIDRs (one a line); a file or an http(s) URL')
     .option('--blockGeoIP <country>', 'wsserver/wssserver: block destination IPs of this country, such as US (repeatable)', collect, [])
     .option('--blockGeoIPDatabase <file.mmdb>', 'with --blockGeoIP: a country MMDB file instead of the one shipped')
-    .option('--blockListUpdateInterval <seconds>', 'read the block lists again this often (0: once at start); a failed read keeps the last good list', '0');
+    .option('--blockListUpdateInterval <seconds>', 'read the block lists again this often (0: once at start); a failed read keeps the last good list', '0')
+    // upstream's Go profiler endpoint: recognised, so its command lines fail with a reason, not "unknown option"
+    .addOption(new Option('--pprof <address>').hideHelp());
   return program;
 }
 
@@ -69,6 +71,9 @@ export interface Globals {
 
 /** Check every global option at start: a mistake is a one-line CONFIG error. */
 export function parseGlobals(o: Opts): Globals {
+  if (o['pprof'] !== undefined) {
+    throw new BrookError(ErrorCodes.CONFIG, "--pprof is Go's profiler endpoint; brook-ts has none: profile with node --cpu-prof or --heapsnapshot-signal");
+  }
   const interval = String(o['updateListInterval'] ?? o['blockListUpdateInterval'] ?? '0');
   if (!/^\d+$/.test(interval)) throw new BrookError(ErrorCodes.CONFIG, `--blockListUpdateInterval expects whole seconds, got "${interval}"`);
   const block: DestinationPolicyOptions = {

@@ -228,6 +228,7 @@ describe('bad global values: one line on stderr, non-zero exit', () => {
     [['--dialWithIP4', '::1'], /--dialWithIP4/],
     [['--dialWithNIC', 'no-such-nic0'], /--dialWithNIC/],
     [['--log', join(dir, 'missing', 'dir', 'x.log')], /log file/],
+    [['--pprof', ':6060'], /pprof/],
   ])('%j', async (args, re) => {
     const r = await runCli([...args, ...server]);
     expect(r.code).not.toBe(0);
