@@ -1,5 +1,5 @@
 # brook-ts. `make run` and `make test` work on a fresh machine (they install what they need).
-.PHONY: install deps build native typecheck test run bench fuzz soak attack clean
+.PHONY: install deps build native typecheck test run bench fuzz soak attack pack clean
 
 NODE_MODULES := node_modules/.package-lock.json
 
@@ -43,5 +43,9 @@ soak: build native
 attack: build native
 	npx tsx bench/attack.ts $(ARGS)
 
+# the npm tarball with the prebuilt addon for this platform (prepack: tsc + native/prebuild.mjs)
+pack: install
+	npm pack
+
 clean:
-	rm -rf dist native/build
+	rm -rf dist native/build prebuilds

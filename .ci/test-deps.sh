@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: pebble (ACME), curl, openssl, python3; a C toolchain for the native addon.
+# Debian packages the tests use: pebble (ACME), curl, openssl, python3; a C toolchain for the native addon;
+# haproxy and nginx (deploy/ configs), systemd's systemd-analyze (deploy/*.service; works without systemd running).
+# In a container apt's policy-rc.d keeps the haproxy and nginx services from starting; on a machine that runs
+# systemd their packages start them (nginx then listens on port 80: `systemctl disable --now nginx haproxy`).
 set -euo pipefail
 need=()
+# haproxy and nginx live in /usr/sbin, which is not on every user's PATH
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+have haproxy || need+=(haproxy)
+have nginx || need+=(nginx)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v pebble >/dev/null || need+=(pebble)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)

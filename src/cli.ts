@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { WsClient, type WsClientOptions, DEFAULT_SOCKS5_LISTEN } from './client/wsclient.js';
 import type { ServerEndpoint } from './client/dial.js';
-import { backendName, parseBackendPreference, selectBackend } from './crypto/index.js';
+import { backendName, NATIVE_BACKEND_NAME as NATIVE_NAME, nativeStatus, parseBackendPreference, selectBackend } from './crypto/index.js';
+import { PASSWORD_FILE_ENV, resolvePassword } from './password.js';
 import { BrookError, ErrorCodes } from './errors.js';
 import { buildLink, type LinkKind, linkKindForServer, type LinkOptions, parseLink, parseServerUrl } from './link.js';
 import { formatBound } from './net/listen.js';
@@ -57,13 +58,19 @@ function withExample(cmd: Command, _name: string): Command {
 }
 
 function commonServerOptions(cmd: Command): Command {
-  return cmd
-    .requiredOption('-p, --password <password>', 'server password')
+  return withPasswordSources(cmd, 'server')
+    .option('-p, --password <password>', 'server password (visible to local users in ps: prefer --passwordFile)')
+    .option('--passwordFile <file>', PASSWORD_FILE_HELP)
     .option('--path <path>', 'URL path', DEFAULT_PATH)
     .option('--tcpTimeout <seconds>', 'connection idle timeout (s), 0 = none', seconds, 0)
     .option('--udpTimeout <seconds>', 'UDP flow idle timeout (s)', seconds, 60)
+    .option('--keepalive <seconds>', KEEPALIVE_HELP, seconds, 0)
     .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false)
     .option('--xForwardedFor', 'log the first X-Forwarded-For address as the client address', false)
+    .option('--trustedProxies <cidrs>', 'comma-separated addresses/CIDRs of proxies in front: X-Forwarded-For (walked from the right) and PROXY headers are believed only from these; with --proxyProtocol other peers are refused')
+    .option('--proxyProtocol', 'every connection starts with a PROXY protocol v1/v2 header (HAProxy send-proxy / send-proxy-v2); its source is logged as the client; connections without one are closed', false)
+    .option('--fallback <url|dir>', 'every request that is not a tunnel goes to this site (http(s)://host:port, reverse-proxied) or is served from this folder')
+    .option('--host <name>', 'tunnels only for upgrades with this Host (name, or name:port); others get the non-tunnel answer (or the fallback)')
     .option('--probeTimeout <seconds>', 'bound on a silent handshake and on the drain after a bad one (s)', seconds, DEFAULT_PROBE_TIMEOUT_MS / 1000)
     .option('--probeBytes <bytes>', 'bytes read and discarded after a bad handshake before closing', positiveInt, DEFAULT_PROBE_BYTE_BUDGET)
     .option('--headTimeout <seconds>', 'a request head (over TLS: handshake + head) not complete within this is closed without an answer; also the keep-alive idle bound (s)', positiveInt, DEFAULT_HEAD_TIMEOUT_MS / 1000)
@@ -78,7 +85,8 @@ function commonServerOptions(cmd: Command): Command {
 }
 
 function commonClientOptions(cmd: Command): Command {
-  return cmd
+  return withPasswordSources(cmd, 'client')
+    .option('--passwordFile <file>', PASSWORD_FILE_HELP + "; with --link it replaces the link's password (the variable does not)")
     .option('--socks5 <address>', 'where to listen for SOCKS5 connections', listenAddress, DEFAULT_SOCKS5_LISTEN)
     .option('--socks5ServerIP <ip>', 'only if your socks5 server IP is different from listen IP')
     .option('--socks5Username <username>', 'require this SOCKS5 username (RFC 1929)')
@@ -86,12 +94,16 @@ function commonClientOptions(cmd: Command): Command {
     .option('--http <address>', 'where to listen for HTTP proxy connections', listenAddress)
     .option('--tcpTimeout <seconds>', 'connection idle timeout (s), 0 = none', seconds, 0)
     .option('--udpTimeout <seconds>', 'UDP flow idle timeout (s)', seconds, 60)
+    .option('--keepalive <seconds>', KEEPALIVE_HELP, seconds, 0)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
     .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS)
     .option('--workers <n>', WORKERS_HELP + '; with more than 1 each worker relays UDP on its own port, announced in the UDP ASSOCIATE reply', parseWorkers, DEFAULT_WORKERS);
 }
 
 const WORKERS_HELP = 'processes sharing the listening socket, or "auto" (one per core)';
+const PASSWORD_FILE_HELP = `read the password from this file (one line; a trailing newline is dropped), so it is not on the command line; default: $${PASSWORD_FILE_ENV} when no --password is given`;
+const KEEPALIVE_HELP =
+  'after this many seconds without sending on a TCP tunnel, send an empty Brook fragment (keeps proxies and CDNs with an idle cut-off from closing it; upstream peers read it as nothing); 0 = off; Brook protocol only';
 
 type Opts = Record<string, unknown>;
 
@@ -101,6 +113,33 @@ function readPem(path: string, what: string): string {
   } catch (e) {
     throw new BrookError(ErrorCodes.CONFIG, `cannot read ${what} ${path}: ${(e as Error).message}`);
   }
+}
+
+/**
+ * --password / --passwordFile / $BROOK_TS_PASSWORD_FILE (src/password.ts), resolved before the
+ * command runs: the password becomes the command's --password value, so nothing below reads the
+ * file. A client with --link keeps the link's password unless --passwordFile is given.
+ */
+function withPasswordSources(cmd: Command, role: 'server' | 'client' | 'link'): Command {
+  return cmd.hook('preAction', (_self, action) => {
+    const o = action.opts() as Opts;
+    const link = role === 'client' && o['link'] !== undefined;
+    const r = resolvePassword({ password: o['password'] as string | undefined, passwordFile: o['passwordFile'] as string | undefined, link });
+    if (link) {
+      if (r.source === 'file') action.setOptionValue('linkPassword', r.password);
+    } else if (r.password !== undefined) {
+      action.setOptionValue('password', r.password);
+    } else if (role === 'server') {
+      throw new BrookError(ErrorCodes.CONFIG, `--password or --passwordFile (or $${PASSWORD_FILE_ENV}) is required`);
+    }
+  });
+}
+
+/** The start line's "crypto", and with --crypto auto on node:crypto why the addon is not used. */
+function cryptoFields(pref: unknown): Record<string, string> {
+  const name = backendName();
+  const why = name !== NATIVE_NAME && pref === 'auto' ? nativeStatus().reason : null;
+  return why ? { crypto: name, cryptoReason: why } : { crypto: name };
 }
 
 /** Client settings from --wsserver/--wssserver or --link. */
@@ -122,7 +161,7 @@ function clientSettings(kind: LinkKind, o: Opts): Pick<WsClientOptions, 'endpoin
         insecure: l.insecure || Boolean(o['insecure']),
         ca: l.ca ?? (o['ca'] ? readPem(String(o['ca']), 'CA file') : undefined),
       },
-      password: l.password,
+      password: (o['linkPassword'] as string | undefined) ?? l.password,
       withoutBrookProtocol: l.withoutBrookProtocol || Boolean(o['withoutBrookProtocol']),
       clientHKDFInfo: l.clientHKDFInfo,
       serverHKDFInfo: l.serverHKDFInfo,
@@ -131,7 +170,7 @@ function clientSettings(kind: LinkKind, o: Opts): Pick<WsClientOptions, 'endpoin
   const url = o[kind] as string | undefined;
   const flag = kind === 'wsserver' ? '--wsserver' : '--wssserver';
   if (!url) throw new BrookError(ErrorCodes.CONFIG, `${flag} or --link is required`);
-  if (!o['password']) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
+  if (!o['password']) throw new BrookError(ErrorCodes.CONFIG, '--password or --passwordFile is required');
   const u = parseServerUrl(kind, url);
   const address = o['address'] ? parseHostPort(String(o['address'])) : undefined;
   const endpoint: ServerEndpoint = {
@@ -167,6 +206,7 @@ async function runClient(kind: LinkKind, command: string, o: Opts, rt: Runtime):
     http: o['http'] as string | undefined,
     tcpTimeout: o['tcpTimeout'] as number,
     udpTimeout: o['udpTimeout'] as number,
+    keepalive: o['keepalive'] as number,
     dialer: rt.dialer,
     metrics: rt.metrics,
     log,
@@ -181,7 +221,7 @@ async function runClient(kind: LinkKind, command: string, o: Opts, rt: Runtime):
     ...(h ? { http: `${h.host}:${h.port}` } : {}),
     server: `${s.endpoint.secure ? 'wss' : 'ws'}://${s.endpoint.hostPort}${s.endpoint.path}`,
     withoutBrookProtocol: Boolean(s.withoutBrookProtocol),
-    crypto: backendName(),
+    ...cryptoFields(o['crypto']),
   });
   return client;
 }
@@ -213,7 +253,7 @@ export function buildProgram(): Command {
       listen: formatBound(a),
       path: String(o['path']),
       withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
-      crypto: backendName(),
+      ...cryptoFields(o['crypto']),
     });
     return srv;
   }));
@@ -273,9 +313,10 @@ export function buildProgram(): Command {
     return runClient(l.kind, 'connect', o, rt);
   }));
 
-  withExample(program.command('link').description('Generate a brook link'), 'link')
+  withPasswordSources(withExample(program.command('link').description('Generate a brook link'), 'link'), 'link')
     .requiredOption('-s, --server <url>', 'ws://1.2.3.4:9999 or wss://domain.com:443/ws')
-    .option('-p, --password <password>', 'password', '')
+    .option('-p, --password <password>', 'password (default: empty)')
+    .option('--passwordFile <file>', PASSWORD_FILE_HELP)
     .option('-u, --username <username>', 'username')
     .option('--name <name>', 'give this server a name')
     .option('--address <host:port>', 'dial this address instead of resolving the host of the server')
@@ -300,7 +341,7 @@ export function buildProgram(): Command {
         name: o['name'] as string | undefined,
         username: o['username'] as string | undefined,
       };
-      process.stdout.write(buildLink(kind, server, String(o['password']), options) + '\n');
+      process.stdout.write(buildLink(kind, server, String(o['password'] ?? ''), options) + '\n');
     });
 
   return program;

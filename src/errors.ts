@@ -77,6 +77,13 @@ export const ErrorCodes = {
   LIST_UNREACHABLE: 'BROOK_ERR_LIST_UNREACHABLE',
   /** The GeoIP database could not be loaded. */
   GEOIP_UNAVAILABLE: 'BROOK_ERR_GEOIP_UNAVAILABLE',
+  // behind a proxy (--proxyProtocol, --trustedProxies, --fallback)
+  /** --proxyProtocol: the connection does not start with a well-formed PROXY v1/v2 header. */
+  PROXY_HEADER_INVALID: 'BROOK_ERR_PROXY_HEADER_INVALID',
+  /** --proxyProtocol with --trustedProxies: a PROXY header from a direct peer outside the list. */
+  PROXY_UNTRUSTED: 'BROOK_ERR_PROXY_UNTRUSTED',
+  /** --fallback URL: the site did not answer (refused, timed out, reset). */
+  FALLBACK_UNREACHABLE: 'BROOK_ERR_FALLBACK_UNREACHABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -28,7 +28,7 @@ import type { AeadBackend } from '../protocol/cipher.js';
 import type { Clock } from '../protocol/header.js';
 import type { ClientCodec } from '../protocol/session.js';
 import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
-import { tunnelTransform } from '../server/tunnel.js';
+import { checkKeepalive, tunnelTransform } from '../server/tunnel.js';
 import { createSocks5Server, type Socks5Server, type UdpAssociation } from '../socks5/server.js';
 import { DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint } from './dial.js';
 import { TunnelDuplex } from './duplex.js';
@@ -50,6 +50,11 @@ export interface WsClientOptions {
   http?: string;
   tcpTimeout?: number;
   udpTimeout?: number;
+  /**
+   * --keepalive: seconds without sending on a TCP tunnel before an empty Brook fragment
+   * is sent (0 or absent = off). Brook protocol only: refused with withoutBrookProtocol.
+   */
+  keepalive?: number;
   tunnelTimeoutMs?: number;
   /** Bytes queued per UDP flow while its tunnel opens. */
   udpQueueLimit?: number;
@@ -98,6 +103,7 @@ export class WsClient {
 
   constructor(private readonly o: WsClientOptions) {
     if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
+    checkKeepalive(o.keepalive, o.withoutBrookProtocol);
     this.metrics = o.metrics ?? noMetrics;
     // bytes of open tunnels, read at scrape time (the relay's plain side is the application: up is up)
     this.metrics.liveBytes(() => {
@@ -132,6 +138,7 @@ export class WsClient {
             }
             const relay = new Relay(local, t.socket, tunnelTransform(t.codec), {
               idleTimeoutMs: (o.tcpTimeout ?? 0) * 1000,
+              keepaliveMs: (o.keepalive ?? 0) * 1000,
               initialTunnel: t.leftover,
               onClose: (err) => {
                 this.relays.delete(relay);

@@ -1,8 +1,13 @@
 /**
- * Loader for the optional native AES-256-GCM addon (native/, built with
- * `node native/build.mjs`). Never throws: on any failure (file missing,
- * OpenSSL symbols not exported by this node, self-test mismatch) it returns
- * node:crypto and says why.
+ * Loader for the optional native AES-256-GCM addon (native/). Never throws.
+ * It tries, in order:
+ *   1. the prebuilt one shipped in the npm tarball, <package root>/prebuilds/<platform>-<arch>/
+ *      (made by native/prebuild.mjs at `npm pack`; node-gyp-build picks the file whose tags fit
+ *      this platform, arch and libc);
+ *   2. the one built from source, <package root>/native/build/Release/brook_aead.node
+ *      (`node native/build.mjs`, run at install when no prebuilt fits);
+ *   3. else node:crypto, saying why (file missing, OpenSSL symbols not exported by this
+ *      node, self-test mismatch).
  *
  * The native engine keeps one OpenSSL EVP_CIPHER_CTX per direction per key and
  * also implements the batch members of AeadEngine (sealFragments/openFragments):
@@ -11,7 +16,7 @@
  *   the nonce's first 8 bytes (LE u64) advance after every seal/open.
  * Spec: protocol/brook-stream.md
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +32,10 @@ export const NATIVE_ADDON_RELATIVE_PATH = join('native', 'build', 'Release', NAT
 export const NATIVE_BACKEND_NAME = 'native';
 /** How many directories above this module to look for the package root (src/crypto and dist/src/crypto). */
 const MAX_ROOT_SEARCH_DEPTH = 4;
+/** Folder of the prebuilt addons under the package root (node-gyp-build's layout). */
+export const PREBUILDS_DIR = 'prebuilds';
+/** package.json "name" that marks the package root. */
+const PACKAGE_NAME = 'brook-ts';
 
 /** Status codes returned by the addon (mirrors native/src/brook_aead.c). */
 const ST_AUTH = -1;
@@ -140,23 +149,47 @@ function selfTest(backend: AeadBackend): string | null {
 }
 
 export interface NativeLoadOptions {
-  /** Explicit path of the .node file (default: <package root>/native/build/Release/brook_aead.node). */
+  /** Load exactly this .node file (no prebuilt, no search). */
   path?: string;
+  /** Package root to search (default: the brook-ts package this module belongs to). */
+  root?: string;
 }
+
+/** Where the loaded (or last tried) addon came from. */
+export type NativeSource = 'prebuilt' | 'source' | 'path';
 
 export interface NativeLoadResult {
   /** The native backend when it loaded, else nodeCryptoBackend. */
   backend: AeadBackend;
   native: boolean;
-  /** The .node file tried (null when none was found). */
+  /** The .node file loaded, or the last one tried (null when none was found). */
   path: string | null;
+  /** prebuilt (prebuilds/), source (native/build/Release) or path (NativeLoadOptions.path); null when none was found. */
+  source: NativeSource | null;
   /** Why the native backend is not used (null when it is). */
   reason: string | null;
   /** OpenSSL version the addon was compiled against, when loaded. */
   opensslHeaders?: string;
 }
 
-/** Default location: search upward from this module for native/build/Release/brook_aead.node. */
+/** The brook-ts package root above this module (holds package.json named brook-ts), or null. */
+export function packageRoot(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i <= MAX_ROOT_SEARCH_DEPTH; i++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown };
+      if (pkg.name === PACKAGE_NAME) return dir;
+    } catch {
+      /* no package.json here */
+    }
+    const up = resolve(dir, '..');
+    if (up === dir) break;
+    dir = up;
+  }
+  return null;
+}
+
+/** Default location of the source build: search upward from this module for native/build/Release/brook_aead.node. */
 export function defaultAddonPath(): string | null {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i <= MAX_ROOT_SEARCH_DEPTH; i++) {
@@ -169,29 +202,70 @@ export function defaultAddonPath(): string | null {
   return null;
 }
 
-function fallback(path: string | null, reason: string): NativeLoadResult {
-  return { backend: nodeCryptoBackend, native: false, path, reason };
+/** The prebuilt addon for this platform/arch/libc under root/prebuilds (node-gyp-build's choice), or null. */
+export function prebuiltAddonPath(root: string | null = packageRoot()): string | null {
+  if (root === null || !existsSync(join(root, PREBUILDS_DIR))) return null;
+  try {
+    const ngb = createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string };
+    const p = ngb.path(root);
+    // node-gyp-build also looks in root/build and next to the node binary: only prebuilds/ is ours
+    return p.startsWith(join(root, PREBUILDS_DIR)) ? p : null;
+  } catch {
+    return null; // no file fits this platform (or node-gyp-build is missing)
+  }
 }
 
-/** Try to load the addon; never throws. */
-export function loadNativeBackend(opts: NativeLoadOptions = {}): NativeLoadResult {
-  const path = opts.path ?? defaultAddonPath();
-  if (path === null) {
-    return fallback(null, `native addon not built (${NATIVE_ADDON_RELATIVE_PATH} not found; run: node native/build.mjs)`);
-  }
+function sourceBuildPath(root: string): string | null {
+  const p = join(root, NATIVE_ADDON_RELATIVE_PATH);
+  return existsSync(p) ? p : null;
+}
+
+function fallback(path: string | null, source: NativeSource | null, reason: string): NativeLoadResult {
+  return { backend: nodeCryptoBackend, native: false, path, source, reason };
+}
+
+function loadFile(path: string, source: NativeSource): NativeLoadResult {
   try {
     const addon = createRequire(import.meta.url)(path) as AddonExports;
     if (typeof addon?.create !== 'function' || typeof addon.openFragments !== 'function') {
-      return fallback(path, `${path} is not the brook_aead addon`);
+      return fallback(path, source, `${path} is not the brook_aead addon`);
     }
     const backend = makeBackend(addon);
     const bad = selfTest(backend);
-    if (bad !== null) return fallback(path, bad);
-    return { backend, native: true, path, reason: null, opensslHeaders: addon.opensslHeaders };
+    if (bad !== null) return fallback(path, source, `${path}: ${bad}`);
+    return { backend, native: true, path, source, reason: null, opensslHeaders: addon.opensslHeaders };
   } catch (e) {
     const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    return fallback(path, `cannot load ${path}: ${msg}`);
+    return fallback(path, source, `cannot load ${path}: ${msg}`);
   }
+}
+
+/** Try to load the addon (prebuilt, else source build; or exactly opts.path); never throws. */
+export function loadNativeBackend(opts: NativeLoadOptions = {}): NativeLoadResult {
+  if (opts.path !== undefined) return loadFile(opts.path, 'path');
+  const root = opts.root ?? packageRoot();
+  const tried: NativeLoadResult[] = [];
+  const prebuilt = prebuiltAddonPath(root);
+  if (prebuilt !== null) {
+    const r = loadFile(prebuilt, 'prebuilt');
+    if (r.native) return r;
+    tried.push(r);
+  }
+  const built = opts.root === undefined ? defaultAddonPath() : sourceBuildPath(opts.root);
+  if (built !== null) {
+    const r = loadFile(built, 'source');
+    if (r.native) return r;
+    tried.push(r);
+  }
+  if (tried.length === 0) {
+    return fallback(
+      null,
+      null,
+      `native addon not found (no prebuilt for ${process.platform}-${process.arch} in ${PREBUILDS_DIR}/, no ${NATIVE_ADDON_RELATIVE_PATH}; to build it: node ${join(root ?? '.', 'native', 'build.mjs')})`,
+    );
+  }
+  const last = tried[tried.length - 1]!;
+  return fallback(last.path, last.source, tried.map((r) => r.reason).join('; '));
 }
 
 let cached: NativeLoadResult | undefined;

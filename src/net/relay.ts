@@ -20,6 +20,13 @@
  *   opened (bad tag, bad length, ends inside a fragment), or a side that closed
  *   before both of its directions ended. An idle timeout and close() (the
  *   owner's decision, e.g. shutdown) close with a FIN, as upstream does.
+ * - Keepalive (keepaliveMs, off by default): when nothing has been written to the
+ *   tunnel for keepaliveMs, the transform's keepalive() (an empty Brook fragment)
+ *   is written. One timer per relay, armed for the time the tunnel falls due and
+ *   re-armed only when it fires (a write just stores the time: no per-chunk timer
+ *   work); never after our FIN, never behind unsent bytes (backpressure), gone at
+ *   teardown. Without keepaliveMs there is no timer, and a write costs one null check.
+ *   Spec: protocol/brook-stream.md#empty-fragments-keepalive
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -37,6 +44,8 @@ export interface TunnelTransform {
   sealInto?: ((data: Buffer, out: Buffer) => number) | undefined;
   /** The tunnel side ended: throw if it ended inside a unit. */
   end(): void;
+  /** Optional: tunnel bytes that carry nothing (an empty Brook fragment); null or absent = none possible. */
+  keepalive?: (() => Buffer | null) | undefined;
 }
 
 export interface RelayOptions {
@@ -46,6 +55,13 @@ export interface RelayOptions {
   initialPlain?: Buffer[];
   /** Tunnel bytes already read (e.g. with the 101 head), opened first. */
   initialTunnel?: Buffer;
+  /**
+   * Write the transform's keepalive to the tunnel after this long without writing
+   * to it (0 = never, the default). Ignored when the transform has no keepalive.
+   */
+  keepaliveMs?: number;
+  /** Clock for the keepalive (ms, monotonic); default performance.now. */
+  now?: () => number;
   onClose?: (err: BrookError | null, stats: RelayStats) => void;
 }
 
@@ -94,6 +110,11 @@ export class Relay {
   private flushScheduled = false;
   private done = false;
   private closed = 0;
+  /** Keepalive: the timer (null when off or stopped) and when the tunnel was last written to. */
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private lastTunnelWrite = 0;
+  /** Keepalives written so far. */
+  keepalivesSent = 0;
 
   constructor(
     private readonly plain: RelaySide,
@@ -118,6 +139,10 @@ export class Relay {
       if (opts.idleTimeoutMs && opts.idleTimeoutMs > 0 && s.setTimeout) {
         s.setTimeout(opts.idleTimeoutMs, () => this.finish(new BrookError(ErrorCodes.TIMEOUT, `idle for ${opts.idleTimeoutMs} ms`), 'close'));
       }
+    }
+    if (opts.keepaliveMs && opts.keepaliveMs > 0 && t.keepalive) {
+      this.lastTunnelWrite = this.now();
+      this.armKeepalive(opts.keepaliveMs);
     }
     // a side may have ended before the relay began (e.g. FIN right after a CONNECT head)
     if (plain.readableEnded) this.onPlainEnd();
@@ -176,6 +201,7 @@ export class Relay {
           if (sealPool.length < SEAL_POOL_MAX) sealPool.push(pooled!);
         })
       : this.tunnel.write(out);
+    if (this.keepaliveTimer) this.lastTunnelWrite = this.now();
     if (!ok && !this.plain.isPaused()) {
       this.plain.pause();
       this.tunnel.once('drain', () => this.plain.resume());
@@ -188,7 +214,53 @@ export class Relay {
       return;
     }
     this.flush();
+    this.stopKeepalive(); // after our FIN nothing more may be sent
     this.tunnel.end();
+  }
+
+  private now(): number {
+    return this.opts.now ? this.opts.now() : performance.now();
+  }
+
+  private armKeepalive(ms: number): void {
+    this.keepaliveTimer = setTimeout(() => this.onKeepaliveDue(), ms);
+    // the sockets keep the process alive, not this timer
+    this.keepaliveTimer.unref();
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepaliveTimer) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+  }
+
+  /** The timer fired: send a keepalive if the tunnel is still idle, then re-arm for the next due time. */
+  private onKeepaliveDue(): void {
+    this.keepaliveTimer = null;
+    const every = this.opts.keepaliveMs!;
+    if (this.done || this.tunnel.writableEnded || this.tunnel.destroyed) return;
+    const now = this.now();
+    const idle = now - this.lastTunnelWrite;
+    // (timers may fire up to a millisecond early)
+    if (idle + 1 < every) {
+      this.armKeepalive(every - idle);
+      return;
+    }
+    // bytes still queued (a full socket, or a flush due this turn): the tunnel is not idle, and a
+    // keepalive queued behind them would only add to the backlog; look again a period later
+    if (this.tunnel.writableLength === 0 && this.pendingBytes === 0) {
+      let ka: Buffer | null;
+      try {
+        ka = this.t.keepalive!();
+      } catch (e) {
+        this.finish(toBrookError(e), 'abort');
+        return;
+      }
+      if (!ka) return; // nothing can carry one (e.g. a UDP tunnel): stop for good
+      this.tunnel.write(ka);
+      this.keepalivesSent++;
+    }
+    this.lastTunnelWrite = now;
+    this.armKeepalive(every);
   }
 
   private writePlain(p: Buffer): boolean {
@@ -242,6 +314,7 @@ export class Relay {
   private finish(err: BrookError | null, how: Close): void {
     if (this.done) return;
     this.done = true;
+    this.stopKeepalive();
     if (how === 'abort') {
       this.stats.aborted = true;
       resetSocket(this.plain);

@@ -119,8 +119,10 @@ export interface FragmentDecoderOptions {
   maxPayload: number;
   /**
    * Stream mode (TCP): payloads of several whole fragments in one chunk may be
-   * emitted as one buffer, using the engine's batch open when it has one.
-   * Leave false for datagrams (one emit per fragment).
+   * emitted as one buffer, using the engine's batch open when it has one, and an
+   * empty fragment (a keepalive) emits nothing, as upstream's readers write its
+   * 0 bytes on (protocol/brook-stream.md#empty-fragments-keepalive).
+   * Leave false for datagrams (one emit per fragment, an empty one included).
    */
   coalesce?: boolean;
 }
@@ -193,6 +195,7 @@ export class FragmentDecoder {
         const out = takeOpenBuffer(len - off);
         const r = batch.call(this.cipher.engine, this.cipher.nonce, chunk.subarray(off), this.maxPayload, out, 0);
         if (r.written > 0) emit(out.subarray(0, r.written));
+        else releaseOpened(out); // nothing but empty fragments (keepalives) or an incomplete one: give the buffer back
         off += r.consumed;
         if (off >= len) break;
         // the rest is an incomplete fragment (or an empty one the batch skipped): take the slow path
@@ -213,7 +216,8 @@ export class FragmentDecoder {
       } else {
         const need = this.need;
         if (this.have === 0 && len - off >= need) {
-          emit(this.openPayload(chunk.subarray(off, off + need)));
+          const p = this.openPayload(chunk.subarray(off, off + need));
+          if (p.length > 0 || !this.coalesce) emit(p);
           off += need;
         } else {
           if (!this.partial) this.partial = Buffer.allocUnsafe(need);
@@ -225,7 +229,8 @@ export class FragmentDecoder {
             const sealed = this.partial;
             this.partial = null;
             this.have = 0;
-            emit(this.openPayload(sealed));
+            const p = this.openPayload(sealed);
+            if (p.length > 0 || !this.coalesce) emit(p);
           }
         }
       }

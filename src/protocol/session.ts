@@ -37,6 +37,9 @@ export interface SessionOptions {
 
 export type Emit = (payload: Buffer) => void;
 
+/** The payload of a keepalive: an empty fragment. */
+const EMPTY_PAYLOAD = new Uint8Array(0);
+
 function passwordBytes(p: string | Uint8Array): Buffer {
   return typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p);
 }
@@ -54,6 +57,13 @@ export interface ClientCodec {
    * use seal() then.
    */
   sealInto?(data: Uint8Array, out: Uint8Array): number;
+  /**
+   * Brook TCP only: one empty fragment (34 bytes) to send when this direction has been
+   * idle; the peer's reader takes it as a no-op (protocol/brook-stream.md#empty-fragments-keepalive).
+   * null on a UDP tunnel (it would be an empty datagram); absent without Brook protocol
+   * (no framing to carry one). Throws INTERNAL before hello(): never the first fragment.
+   */
+  keepalive?(): Buffer | null;
   /** Wire bytes from the server to data (TCP) or datagrams (UDP). */
   push(chunk: Buffer, emit: Emit): void;
   /** End of the server's stream: throws when it stopped mid-fragment. */
@@ -75,6 +85,8 @@ export interface ServerCodec {
   seal(data: Uint8Array): Buffer;
   /** As ClientCodec.sealInto. */
   sealInto?(data: Uint8Array, out: Uint8Array): number;
+  /** As ClientCodec.keepalive; throws INTERNAL before accept(). */
+  keepalive?(): Buffer | null;
   end(): void;
 }
 
@@ -110,6 +122,7 @@ class BrookClientCodec implements ClientCodec {
   private readonly firstPayload: Buffer;
   private serverNonce: Buffer = Buffer.alloc(0);
   private decoder: FragmentDecoder | null = null;
+  private helloSent = false;
 
   constructor(private readonly o: ClientSessionOptions) {
     this.network = o.network;
@@ -122,7 +135,13 @@ class BrookClientCodec implements ClientCodec {
   hello(): Buffer {
     const first = this.encoder.encodeOne(this.firstPayload);
     this.encoder.maxPayload = this.network === 'tcp' ? MAX_TCP_PAYLOAD : MAX_UDP_PAYLOAD;
+    this.helloSent = true;
     return Buffer.concat([this.clientNonce, first]);
+  }
+
+  keepalive(): Buffer | null {
+    if (!this.helloSent) throw new BrookError(ErrorCodes.INTERNAL, 'keepalive() before hello(): an empty first fragment');
+    return this.network === 'tcp' ? this.encoder.encodeOne(EMPTY_PAYLOAD) : null;
   }
 
   seal(data: Uint8Array): Buffer {
@@ -220,6 +239,11 @@ class BrookServerCodec implements ServerCodec {
     if (!this.encoder || !this.header || this.header.network !== 'tcp') return -1;
     if (out.length < encodedSize(data.length, this.encoder.maxPayload)) return -1;
     return this.encoder.encodeInto(data, out);
+  }
+
+  keepalive(): Buffer | null {
+    if (!this.encoder || !this.header) throw new BrookError(ErrorCodes.INTERNAL, 'keepalive() before accept()');
+    return this.header.network === 'tcp' ? this.encoder.encodeOne(EMPTY_PAYLOAD) : null;
   }
 
   end(): void {

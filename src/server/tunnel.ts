@@ -35,6 +35,11 @@ export interface ServerTunnelOptions extends SessionOptions {
   tcpTimeout: number;
   /** UDP flow idle timeout in seconds, upstream --udpTimeout. */
   udpTimeout: number;
+  /**
+   * --keepalive: an empty Brook fragment after this long (ms) without sending on a TCP
+   * tunnel (0 or absent = off; no effect without Brook protocol or on UDP). src/net/relay.ts
+   */
+  keepaliveMs?: number;
   /** Bound on the handshake and on the silent drain after a bad handshake (ms). */
   probeTimeoutMs: number;
   /** Bound on the bytes read and discarded after a bad handshake. */
@@ -280,6 +285,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
         remote.setNoDelay(true);
         relay = new Relay(remote, socket, tunnelTransform(codec), {
           idleTimeoutMs: o.tcpTimeout * 1000,
+          keepaliveMs: o.keepaliveMs,
           initialPlain: early.splice(0),
           onClose: (err) => finish(err),
         });

@@ -12,8 +12,15 @@
  * until its Brook header is accepted: head deadline, cap with eviction of the
  * oldest, and a refused request is read and discarded until the client closes
  * or the deadline passes. Out of descriptors: src/server/descriptors.ts.
+ *
+ * Beyond upstream (protocol/websocket-upgrade.md, "--fallback" and "Behind a
+ * proxy"): --fallback hands every request that is not a valid
+ * tunnel upgrade to a site or a folder (src/server/fallback.ts), --host
+ * limits tunnels to one Host, --proxyProtocol reads a PROXY header first
+ * (src/server/proxyintake.ts), --trustedProxies decides whose
+ * X-Forwarded-For / PROXY header is believed (src/server/clientaddr.ts).
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -29,16 +36,22 @@ import {
   DEFAULT_PROBE_BYTE_BUDGET,
   DEFAULT_PROBE_TIMEOUT_MS,
   DEFAULT_UDP_QUEUE_LIMIT,
+  checkKeepalive,
   type ServerTunnelOptions,
   serveTunnel,
   type TunnelHandle,
 } from './tunnel.js';
-import { ConnectionGate, type EvictReason } from './gate.js';
+import { ConnectionGate, type EvictReason, rawSocketOf } from './gate.js';
 import { defaultMaxPending, DescriptorWatch, isExhaustion } from './descriptors.js';
 import type { Dialer } from '../dial/index.js';
 import type { DestinationPolicy } from '../policy/index.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { createReplayCache, DEFAULT_MAX_HEADER_AHEAD_SECONDS, type ReplayGuard } from './replay.js';
+import { createFallback, type Fallback, FALLBACK_REQUEST_TIMEOUT_MS } from './fallback.js';
+import { clientAddress, TrustedProxies } from './clientaddr.js';
+import { interceptProxyProtocol } from './proxyintake.js';
+import { checkHostFlag, hostMatches } from './hostcheck.js';
+import type { ProxyHeader } from './proxyproto.js';
 
 export interface WsServerOptions {
   /** "host:port", ":port" (all interfaces), "[::1]:port". */
@@ -47,9 +60,19 @@ export interface WsServerOptions {
   path?: string;
   tcpTimeout?: number;
   udpTimeout?: number;
+  /** --keepalive: seconds without sending on a TCP tunnel before an empty Brook fragment (0 = off; Brook protocol only). */
+  keepalive?: number;
   withoutBrookProtocol?: boolean;
-  /** Log the first X-Forwarded-For address instead of the peer address. */
+  /** Log the first X-Forwarded-For address instead of the peer address (anyone's; see trustedProxies). */
   xForwardedFor?: boolean;
+  /** --trustedProxies "CIDR,...": X-Forwarded-For and PROXY headers are believed only from these peers. */
+  trustedProxies?: string;
+  /** --proxyProtocol: every connection starts with a PROXY v1/v2 header (else closed). */
+  proxyProtocol?: boolean;
+  /** --fallback: a http(s) URL reverse-proxied, or a folder served, for every request that is not a tunnel. */
+  fallback?: string;
+  /** --host: tunnels only for upgrades with this Host (a name, or name:port); others get the non-tunnel answer. */
+  host?: string;
   clientHKDFInfo?: Uint8Array;
   serverHKDFInfo?: Uint8Array;
   probeTimeoutMs?: number;
@@ -102,6 +125,11 @@ function rawResponse(status: number, body = '', extra: Record<string, string> = 
 
 const discard = (): void => undefined;
 
+function formatPeer(a: string | undefined, port: number | undefined): string {
+  return (a ?? '').includes(':') ? `[${a}]:${port}` : `${a}:${port}`;
+}
+
+
 /**
  * Only a request that does not parse (llhttp's HPE_* codes) gets an answer
  * (400, as Go answers a malformed request). Every other 'clientError' (Node's
@@ -125,11 +153,18 @@ export class WsServer {
   private readonly watch: DescriptorWatch;
   /** Sockets answered by refuse(): later parse errors on them are ignored. */
   private readonly refused = new WeakSet<Socket>();
+  private readonly fallback: Fallback | null;
+  private readonly trusted: TrustedProxies | null;
+  /** --proxyProtocol: the header each accepted TCP socket began with. */
+  private readonly proxied = new WeakMap<Socket, ProxyHeader>();
+  /** --host, lower case. */
+  private readonly host: string | null;
 
   constructor(opts: WsServerOptions) {
     const path = opts.path ?? DEFAULT_PATH;
     if (!path.startsWith('/')) throw new BrookError(ErrorCodes.CONFIG, `--path must start with "/": ${path}`);
     if (!opts.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
+    checkKeepalive(opts.keepalive, opts.withoutBrookProtocol);
     this.o = { ...opts, path };
     this.log = opts.log ?? createLogger();
     this.metrics = opts.metrics ?? noMetrics;
@@ -143,6 +178,7 @@ export class WsServer {
       backend: opts.backend,
       tcpTimeout: opts.tcpTimeout ?? 0,
       udpTimeout: opts.udpTimeout ?? 60,
+      keepaliveMs: (opts.keepalive ?? 0) * 1000,
       probeTimeoutMs: opts.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
       probeByteBudget: opts.probeByteBudget ?? DEFAULT_PROBE_BYTE_BUDGET,
       dialTimeoutMs: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
@@ -174,7 +210,12 @@ export class WsServer {
     if (!(headTimeoutMs > 0)) throw new BrookError(ErrorCodes.CONFIG, `head timeout must be positive: ${headTimeoutMs}`);
     const maxPending = opts.maxPending ?? defaultMaxPending();
     if (!(maxPending >= 1)) throw new BrookError(ErrorCodes.CONFIG, `maxPending must be at least 1: ${maxPending}`);
-    this.frontLog = rateLimitLogger(this.log, { key: (e) => `${String(e['msg'])}:${String(e['reason'] ?? e['errno'] ?? '')}` });
+    this.frontLog = rateLimitLogger(this.log, { key: (e) => `${String(e['msg'])}:${String(e['reason'] ?? e['errno'] ?? e['code'] ?? '')}` });
+    this.trusted = opts.trustedProxies !== undefined ? new TrustedProxies(opts.trustedProxies) : null;
+    this.host = opts.host !== undefined ? checkHostFlag(opts.host) : null;
+    this.fallback = opts.fallback
+      ? createFallback(opts.fallback, { onError: (e) => this.frontLog({ msg: 'fallback failed', code: e.code, error: e.message }) })
+      : null;
     this.gate = new ConnectionGate({ headTimeoutMs, maxPending, onEvict: (reason, pending) => this.onEvict(reason, pending) });
     this.watch = new DescriptorWatch({
       probe: opts.descriptorProbe,
@@ -192,7 +233,10 @@ export class WsServer {
       next();
     });
     app.use((req, res) => {
-      if (req.path !== path) {
+      if (this.fallback) {
+        if (req.path === path) this.metrics.handshakeFailed('bad_upgrade');
+        this.toFallback(req, res, false);
+      } else if (req.path !== path) {
         res.status(404).end();
       } else if (req.method !== 'GET') {
         this.metrics.handshakeFailed('bad_upgrade');
@@ -214,9 +258,19 @@ export class WsServer {
     this.server = opts.tls
       ? createHttpsServer({ ...opts.tls, ...httpBounds, handshakeTimeout: headTimeoutMs, ALPNProtocols: ['http/1.1'] }, app)
       : createHttpServer(httpBounds, app);
-    this.server.on('connection', (socket: Socket) => this.gate.admit(socket));
+    if (opts.proxyProtocol) {
+      interceptProxyProtocol(this.server, {
+        trusted: this.trusted,
+        admit: (socket) => this.gate.admit(socket),
+        onHeader: (socket, header) => this.proxied.set(socket, header),
+        onRefused: (socket, err) =>
+          this.frontLog({ msg: 'refused connection', code: err.code, error: err.message, peer: formatPeer(socket.remoteAddress, socket.remotePort) }),
+      });
+    } else {
+      this.server.on('connection', (socket: Socket) => this.gate.admit(socket));
+    }
     if (opts.tls) this.server.on('secureConnection', (socket: TLSSocket) => this.gate.attach(socket));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.handleUpgrade(req, socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (this.refused.has(socket)) return; // bytes after our answer: being discarded
       if (!socket.writable || !answersParseError(err)) socket.destroy();
@@ -232,6 +286,13 @@ export class WsServer {
   private refuse(socket: Socket, answer: string): void {
     this.refused.add(socket);
     this.metrics.handshakeFailed('bad_upgrade');
+    this.linger(socket);
+    socket.end(answer);
+    this.gate.arm(socket, this.gate.headTimeoutMs);
+  }
+
+  /** After our answer: read and discard until the client's FIN (then close) or the deadline. */
+  private linger(socket: Socket): void {
     socket.on('error', () => socket.destroy());
     socket.on('data', discard);
     socket.once('end', () => {
@@ -239,8 +300,31 @@ export class WsServer {
       else socket.once('finish', () => socket.destroy());
     });
     socket.resume();
-    socket.end(answer);
-    this.gate.arm(socket, this.gate.headTimeoutMs);
+  }
+
+  /** A request for the fallback: the head deadline becomes the fallback's request bound. */
+  private toFallback(req: IncomingMessage, res: ServerResponse, noBody: boolean): void {
+    this.gate.arm(req.socket, FALLBACK_REQUEST_TIMEOUT_MS);
+    this.fallback!.handle(req, res, { client: this.from(req, req.socket), secure: Boolean(this.o.tls), noBody });
+  }
+
+  /**
+   * An upgrade request that is not a tunnel, with --fallback: answered by the
+   * fallback like any request (no body is passed on: after an upgrade head
+   * the bytes are not HTTP-framed), then closed as a refused request is.
+   */
+  private upgradeToFallback(req: IncomingMessage, socket: Socket): void {
+    this.metrics.handshakeFailed('bad_upgrade');
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket);
+    this.linger(socket);
+    res.once('finish', () => {
+      res.detachSocket(socket);
+      socket.end();
+      this.gate.arm(socket, this.gate.headTimeoutMs);
+    });
+    this.toFallback(req, res, true);
   }
 
   private onEvict(reason: EvictReason, pending: number): void {
@@ -274,19 +358,27 @@ export class WsServer {
     this.frontLog({ msg: 'accept failed', errno: err.code, error: err.message });
   }
 
-  private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+  /**
+   * The tunnel endpoint: a server's 'upgrade' event (req, socket, head). Any
+   * http(s) server's 'upgrade' event may call it; a request that is not a
+   * tunnel gets the upstream-like answer, or the fallback.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     this.gate.attach(socket);
     const url = req.url ?? '';
     const q = url.indexOf('?');
     const reqPath = q >= 0 ? url.slice(0, q) : url;
-    if (reqPath !== this.o.path) {
-      this.refuse(socket, rawResponse(404));
+    // --host: another Host is answered as another path is
+    if (reqPath !== this.o.path || (this.host !== null && !hostMatches(this.host, req.headers.host))) {
+      if (this.fallback) this.upgradeToFallback(req, socket);
+      else this.refuse(socket, rawResponse(404));
       return;
     }
     const check = checkUpgradeRequest(req.method ?? '', req.headers);
     if (!check.ok) {
-      this.refuse(socket, rawResponse(check.status, check.status === 400 ? 'Bad Request\n' : '', check.headers));
+      if (this.fallback) this.upgradeToFallback(req, socket);
+      else this.refuse(socket, rawResponse(check.status, check.status === 400 ? 'Bad Request\n' : '', check.headers));
       return;
     }
     // still pending (and evictable), but serveTunnel bounds the Brook handshake
@@ -299,14 +391,15 @@ export class WsServer {
     void handle.closed.then(() => this.tunnels.delete(handle));
   }
 
+  /** The client for log lines (src/server/clientaddr.ts). */
   private from(req: IncomingMessage, socket: Socket): string {
-    if (this.o.xForwardedFor) {
-      const xff = req.headers['x-forwarded-for'];
-      const first = (Array.isArray(xff) ? xff[0] : xff)?.split(',')[0]?.trim();
-      if (first) return first;
-    }
-    const a = socket.remoteAddress ?? '';
-    return a.includes(':') ? `[${a}]:${socket.remotePort}` : `${a}:${socket.remotePort}`;
+    const proxied = this.proxied.get(rawSocketOf(socket));
+    return clientAddress(
+      { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+      proxied?.source ?? null,
+      req.headers['x-forwarded-for'],
+      { trusted: this.trusted, xForwardedFor: Boolean(this.o.xForwardedFor) },
+    );
   }
 
   get openTunnels(): number {
@@ -345,6 +438,7 @@ export class WsServer {
     for (const t of this.tunnels) t.destroy();
     this.server.closeAllConnections?.();
     await closing;
+    this.fallback?.close();
     this.frontLog.close();
     this.handshakeLog.close();
   }

@@ -15,6 +15,7 @@ import { formatBound, parseListen } from '../net/listen.js';
 import { readFileSync } from 'node:fs';
 import { WsServer, type WsServerOptions } from './wsserver.js';
 import { replayGuardForProcess } from '../cluster.js';
+import { checkKeepalive } from './tunnel.js';
 
 type Opts = Record<string, unknown>;
 
@@ -26,16 +27,27 @@ export interface WssHandle {
 }
 
 /** WsServer options from the flags wsserver and wssserver share, and the process's runtime (log, metrics, dialer, globals). */
-export function serverOptionsFromFlags(o: Opts, listen: string, rt: Pick<Runtime, 'log' | 'metrics' | 'dialer' | 'policy' | 'globals'>): WsServerOptions {
+export function serverOptionsFromFlags(
+  o: Opts,
+  listen: string,
+  rt: Pick<Runtime, 'log' | 'metrics' | 'dialer' | 'policy' | 'globals'>,
+): WsServerOptions {
   const log = rt.log;
+  // a one-line start error: withoutBrookProtocol has no framing for a keepalive
+  checkKeepalive(o['keepalive'] as number | undefined, Boolean(o['withoutBrookProtocol']));
   return {
     listen,
     password: String(o['password']),
     path: String(o['path']),
     tcpTimeout: o['tcpTimeout'] as number,
     udpTimeout: o['udpTimeout'] as number,
+    keepalive: o['keepalive'] as number | undefined,
     withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
     xForwardedFor: Boolean(o['xForwardedFor']),
+    trustedProxies: o['trustedProxies'] as string | undefined,
+    proxyProtocol: Boolean(o['proxyProtocol']),
+    fallback: o['fallback'] as string | undefined,
+    host: o['host'] as string | undefined,
     probeTimeoutMs: (o['probeTimeout'] as number) * 1000,
     probeByteBudget: o['probeBytes'] as number,
     headTimeoutMs: o['headTimeout'] === undefined ? undefined : (o['headTimeout'] as number) * 1000,

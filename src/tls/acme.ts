@@ -13,7 +13,8 @@
 import { EventEmitter } from 'node:events';
 import https from 'node:https';
 import type http from 'node:http';
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { access, chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import * as acme from 'acme-client';
 import { BrookError, ErrorCodes } from '../errors.js';
@@ -180,6 +181,7 @@ export class CertManager extends EventEmitter {
     if (this.stopped) throw new BrookError(ErrorCodes.CLOSED, 'CertManager stopped');
     if (!this.started) {
       this.started = true;
+      await this.checkCacheDir();
       const cached = await this.loadCache();
       if (this.stopped) throw new BrookError(ErrorCodes.CLOSED, 'CertManager stopped');
       if (cached) {
@@ -191,6 +193,20 @@ export class CertManager extends EventEmitter {
       }
     }
     return this.waitForCertificate();
+  }
+
+  /**
+   * The cache directory must exist (it is made, mode 0700) and be writable, or start() fails at once with a
+   * one-line CONFIG error: retrying could never help, and a server that retries without listening looks alive.
+   */
+  private async checkCacheDir(): Promise<void> {
+    try {
+      await mkdir(this.cacheDir, { recursive: true, mode: CACHE_DIR_MODE });
+      await access(this.cacheDir, fsConstants.W_OK);
+    } catch (e) {
+      const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+      throw new BrookError(ErrorCodes.CONFIG, `--cacheDir ${this.cacheDir} is not a writable directory (${why})`, { cause: e });
+    }
   }
 
   /** Resolves with the current certificate, or once one exists; rejects with TIMEOUT after timeoutMs, CLOSED on stop(). */
