@@ -18,7 +18,8 @@ import { createDialer, defaultDialer, DIAL_FLAGS, type DialConfig, dialConfigFro
 import { BrookError, ErrorCodes } from './errors.js';
 import type { Logger } from './log.js';
 import { openLogDestination, parseTags, type Tags } from './ops/logdest.js';
-import { createMetrics, type Metrics, type MetricsServer, noMetrics, serveMetrics, shareWithPrimary } from './ops/metrics.js';
+import { type Metrics, noMetrics } from './ops/metrics.js';
+import type { MetricsServer } from './ops/prometheus.js';
 import { writePidFile } from './ops/pidfile.js';
 import { DestinationPolicy, type DestinationPolicyOptions } from './policy/index.js';
 import { DEFAULT_WORKERS, withWorkers } from './cluster.js';
@@ -141,16 +142,18 @@ export function runCommand(command: string, start: (o: Opts, rt: Runtime) => Pro
     // SIGUSR1 reopens a --log file; without a listener Node would open its inspector on it
     process.on('SIGUSR1', () => undefined);
     if (!cluster.isWorker && g.pid) writePidFile(g.pid);
-    if (pool && g.prometheus) await serveMetrics(g.prometheus.listen, g.prometheus.path, 'cluster');
+    // prom-client (about 10 MiB) is loaded only when metrics are asked for
+    const prometheus = g.prometheus ? await import('./ops/prometheus.js') : null;
+    if (pool && g.prometheus) await prometheus!.serveMetrics(g.prometheus.listen, g.prometheus.path, 'cluster');
     await withWorkers(async (wo: Opts) => {
       const dest = await openLogDestination(g.log, g.tags);
       let metrics: Metrics = noMetrics;
       let endpoint: MetricsServer | null = null;
       if (g.prometheus) {
-        const m = createMetrics(command);
+        const m = prometheus!.createMetrics(command);
         metrics = m.metrics;
-        if (cluster.isWorker) shareWithPrimary(m.registry);
-        else endpoint = await serveMetrics(g.prometheus.listen, g.prometheus.path, m.registry);
+        if (cluster.isWorker) prometheus!.shareWithPrimary(m.registry);
+        else endpoint = await prometheus!.serveMetrics(g.prometheus.listen, g.prometheus.path, m.registry);
       }
       const dialer = g.dialSet ? createDialer(g.dial) : defaultDialer();
       // a domain is checked at the address the process would dial it at (the same resolver)

@@ -5,10 +5,10 @@
  */
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TtlCache } from '../src/dial/cache.js';
 import { createDialer } from '../src/dial/dialer.js';
-import { encodeQuery, isTruncated, looksLikeReplyTo, normalizeName, parseReply } from '../src/dial/dns-message.js';
+import { encodeQuery, isTruncated, loadDnsCodec, looksLikeReplyTo, normalizeName, parseReply } from '../src/dial/dns-message.js';
 import { dialConfigFromFlags } from '../src/dial/options.js';
 import { ErrorCodes, isBrookError } from '../src/errors.js';
 
@@ -24,6 +24,9 @@ function dnsCode(f: () => unknown): string {
   }
   return 'ok';
 }
+
+
+beforeAll(() => loadDnsCodec());
 
 describe('DNS reply checks', () => {
   const name = 'host.brook-ts.invalid';

@@ -1,8 +1,8 @@
-/** src/ops/metrics.ts: what a scrape shows, label sets that stay fixed, the endpoint's answers and its start errors. */
+/** src/ops/prometheus.ts (the Metrics of src/ops/metrics.ts with prom-client): what a scrape shows, label sets that stay fixed, the endpoint's answers and its start errors. */
 import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, type ErrorCode } from '../src/errors.js';
-import { createMetrics, type MetricsServer, serveMetrics } from '../src/ops/metrics.js';
+import { createMetrics, type MetricsServer, serveMetrics } from '../src/ops/prometheus.js';
 
 const servers: MetricsServer[] = [];
 afterAll(async () => Promise.all(servers.map((s) => s.close())));

@@ -13,9 +13,22 @@
  * by the question's name, or by a name it reaches through at most
  * MAX_CNAME_CHAIN CNAME records in the same answer, are used.
  */
-import dnsPacket from 'dns-packet';
+import type DnsPacket from 'dns-packet';
 import { BrookError, ErrorCodes } from '../errors.js';
 import { isIPv4, isIPv6 } from '../protocol/address.js';
+
+/** dns-packet, loaded on first use (loadDnsCodec): only --dialWithDNS needs it, and it adds several MiB to a process. */
+let loaded: typeof DnsPacket | null = null;
+
+/** Load the message codec; the resolver awaits it before its first query. */
+export async function loadDnsCodec(): Promise<void> {
+  loaded ??= (await import('dns-packet')).default;
+}
+
+function codec(): typeof DnsPacket {
+  if (!loaded) throw new BrookError(ErrorCodes.INTERNAL, 'DNS message codec used before loadDnsCodec()');
+  return loaded;
+}
 
 export type RecordKind = 'A' | 'AAAA';
 
@@ -65,6 +78,7 @@ export function normalizeName(host: string): string {
 
 /** A recursive query for `name` (already normalised). `edns` adds an OPT record announcing EDNS_UDP_PAYLOAD. */
 export function encodeQuery(id: number, name: string, kind: RecordKind, edns: boolean): Buffer {
+  const dnsPacket = codec();
   return dnsPacket.encode({
     type: 'query',
     id,
@@ -104,7 +118,8 @@ export function parseReply(buf: Buffer, id: number, name: string, kind: RecordKi
   if (buf.length > maxSize) throw dnsError(`answer of ${buf.length} bytes exceeds ${maxSize}`);
   if (!looksLikeReplyTo(buf, id)) throw dnsError('answer is not a reply to our query (id, QR or question count)');
   const rcode = readU16(buf, FLAGS_OFFSET) & RCODE_MASK;
-  let packet: dnsPacket.DecodedPacket;
+  const dnsPacket = codec();
+  let packet: DnsPacket.DecodedPacket;
   try {
     packet = dnsPacket.decode(buf);
   } catch (e) {

@@ -16,7 +16,7 @@ import { isIP } from 'node:net';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { TtlCache } from './cache.js';
 import { exchangeTcp, exchangeUdp } from './dns-classic.js';
-import { encodeQuery, isTruncated, normalizeName, parseReply, type RecordKind } from './dns-message.js';
+import { encodeQuery, isTruncated, loadDnsCodec, normalizeName, parseReply, type RecordKind } from './dns-message.js';
 import { DohClient, type DohServer } from './doh.js';
 import type { IpTransport, ResolvedAddress } from './types.js';
 
@@ -142,6 +142,7 @@ export class Resolver {
   }
 
   private async exchange(name: string, kind: RecordKind) {
+    await loadDnsCodec();
     const s = this.o.server;
     const streamTimeout = this.o.streamTimeoutMs ?? DNS_STREAM_TIMEOUT_MS;
     if (s.kind === 'doh') {
