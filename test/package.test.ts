@@ -15,62 +15,21 @@
  * The copy keeps the working tree untouched (no prebuilds/ or rebuilt native/build/ appears under
  * processes running from it). Bounded: every child has a timeout; all stopped at the end.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNativeBackend } from '../src/crypto/native.js';
 import { nodeCryptoBackend } from '../src/protocol/cipher.js';
+import { baseEnv, INSTALL_TIMEOUT_MS, PACK_TIMEOUT_MS, packCopy, REPO, run, which } from './helpers/pack.js';
 
-const REPO = resolve('.');
-/** What `npm pack` needs from the tree (package.json "files" + the sources prepack compiles). */
-const COPY = ['package.json', 'package-lock.json', 'tsconfig.json', 'README.md', 'src', 'cmd', 'protocol', 'native/binding.gyp', 'native/src', 'native/build.mjs', 'native/gyp.mjs', 'native/prebuild.mjs'];
 const TOOLS = ['node', 'npm', 'npx', 'sh'];
 const COMPILERS = ['cc', 'gcc', 'g++', 'c++', 'clang', 'make'];
-const PACK_TIMEOUT_MS = 60_000;
-const INSTALL_TIMEOUT_MS = 60_000;
 const START_TIMEOUT_MS = 10_000;
 /** An install that only copies files and finds the prebuilt: far below this even on a loaded machine. */
 const QUICK_INSTALL_MS = 30_000;
 const PASSWORD = 'package-test';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-function run(cmd: string, args: string[], o: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number }): Promise<Run> {
-  const t0 = Date.now();
-  return new Promise((res) => {
-    execFile(cmd, args, { cwd: o.cwd, env: o.env, timeout: o.timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0;
-      res({ code, stdout: String(stdout), stderr: String(stderr), ms: Date.now() - t0 });
-    });
-  });
-}
-
-function which(name: string, path: string): string | null {
-  for (const dir of path.split(delimiter)) {
-    if (dir && existsSync(join(dir, name))) return join(dir, name);
-  }
-  return null;
-}
-
-/** npm settings passed on to the child npm (where the cache and registry are); the rest of npm_* is dropped. */
-const KEEP_NPM_CONFIG = /^npm_config_(cache|userconfig|globalconfig|registry|proxy|https_proxy|noproxy|cafile|ca|strict_ssl)$/i;
-
-/** The environment without npm's per-run variables (npm_config_prefix and friends would steer the child npm). */
-function baseEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) || KEEP_NPM_CONFIG.test(k)) env[k] = v;
-  env['npm_config_update_notifier'] = 'false';
-  env['npm_config_fund'] = 'false';
-  env['npm_config_audit'] = 'false';
-  return env;
-}
 
 const children = new Set<ChildProcess>();
 
@@ -116,17 +75,10 @@ describe('npm package: prebuilt addon, install without a compiler', () => {
 
   beforeAll(async () => {
     const t0 = Date.now();
-    // a copy of the tree to pack, sharing node_modules (tsc and node-gyp-build come from it)
-    const src = join(work, 'src');
-    for (const p of COPY) cpSync(join(REPO, p), join(src, p), { recursive: true });
-    symlinkSync(join(REPO, 'node_modules'), join(src, 'node_modules'), 'dir');
-    // the packing machine has a compiler: the normal PATH
-    const pack = await run('npm', ['pack', '--pack-destination', work], { cwd: src, env: baseEnv(), timeoutMs: PACK_TIMEOUT_MS });
+    // a copy of the tree to pack (test/helpers/pack.ts)
+    const pack = await packCopy(work);
     timings['pack'] = pack.ms;
-    if (pack.code !== 0) throw new Error(`npm pack failed (${pack.code}):\n${pack.stdout}\n${pack.stderr}`);
-    const tgz = readdirSync(work).find((f) => f.endsWith('.tgz'));
-    if (!tgz) throw new Error(`npm pack made no tarball:\n${pack.stdout}`);
-    tarball = join(work, tgz);
+    tarball = pack.tarball;
 
     // a PATH with node, npm, npx and sh only
     mkdirSync(bin);

@@ -29,7 +29,8 @@ import { statSync } from 'node:fs';
 import { Agent as HttpAgent, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Transform, type TransformCallback } from 'node:stream';
-import express from 'express';
+import { createRequire } from 'node:module';
+import type express from 'express';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 
 /** Silence on the site's connection (connect, answer, body either way) that ends a request. */
@@ -114,8 +115,12 @@ export function createFallback(spec: string, ev: FallbackEvents = {}): Fallback 
   return dirFallback(spec);
 }
 
+/** Express is loaded only for a --fallback folder (it adds ~13 MiB to a process that never serves one). */
+const requireCjs = createRequire(import.meta.url);
+
 function dirFallback(dir: string): Fallback {
-  const serve = express.static(dir, { redirect: false, dotfiles: 'ignore', cacheControl: false, fallthrough: true, index: ['index.html'] });
+  const { static: serveStatic } = requireCjs('express') as typeof express;
+  const serve = serveStatic(dir, { redirect: false, dotfiles: 'ignore', cacheControl: false, fallthrough: true, index: ['index.html'] });
   return {
     kind: 'dir',
     target: dir,

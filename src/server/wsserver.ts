@@ -1,7 +1,9 @@
 /**
- * wsserver / wssserver: an Express app on an http(s) server. The WebSocket
- * upgrade is taken from the server's 'upgrade' event on the exact path, GET
- * only; after the 101 the raw socket carries the Brook stream (src/server/tunnel.ts).
+ * wsserver / wssserver: the front door, an Express app on an http(s) server
+ * of our own. The WebSocket upgrade is taken from the server's 'upgrade'
+ * event; which upgrades are tunnels and the tunnels themselves are the tunnel
+ * endpoint's (src/server/endpoint.ts, also used by src/server/attach.ts to
+ * carry tunnels on an application's own server). Here: everything else.
  *
  * Non-upgrade answers match upstream: 404 with an empty body on other paths,
  * 400 on the path without a valid upgrade, 405 for another method, and
@@ -24,86 +26,37 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import express from 'express';
 import { BrookError, ErrorCodes } from '../errors.js';
-import { createLogger, type Logger, rateLimitLogger, type RateLimitedLogger } from '../log.js';
+import { type Logger, rateLimitLogger, type RateLimitedLogger } from '../log.js';
 import { parseListen } from '../net/listen.js';
-import type { Clock } from '../protocol/header.js';
-import type { AeadBackend } from '../protocol/cipher.js';
-import { buildUpgradeResponse, checkUpgradeRequest } from '../protocol/upgrade.js';
-import {
-  DEFAULT_DIAL_TIMEOUT_MS,
-  DEFAULT_PROBE_BYTE_BUDGET,
-  DEFAULT_PROBE_TIMEOUT_MS,
-  DEFAULT_UDP_QUEUE_LIMIT,
-  checkKeepalive,
-  type ServerTunnelOptions,
-  serveTunnel,
-  type TunnelHandle,
-} from './tunnel.js';
 import { ConnectionGate, type EvictReason, rawSocketOf } from './gate.js';
 import { defaultMaxPending, DescriptorWatch, isExhaustion } from './descriptors.js';
-import type { Dialer } from '../dial/index.js';
-import type { DestinationPolicy } from '../policy/index.js';
-import { type Metrics, noMetrics } from '../ops/metrics.js';
-import { createReplayCache, DEFAULT_MAX_HEADER_AHEAD_SECONDS, type ReplayGuard } from './replay.js';
+import type { Metrics } from '../ops/metrics.js';
 import { createFallback, type Fallback, FALLBACK_REQUEST_TIMEOUT_MS } from './fallback.js';
-import { clientAddress, TrustedProxies } from './clientaddr.js';
 import { interceptProxyProtocol } from './proxyintake.js';
-import { checkHostFlag, hostMatches } from './hostcheck.js';
 import type { ProxyHeader } from './proxyproto.js';
+import { TunnelEndpoint, type TunnelEndpointOptions } from './endpoint.js';
 
-export interface WsServerOptions {
+export { DEFAULT_PATH } from './endpoint.js';
+
+/** Our own server: the tunnel endpoint's options, and the front door's. */
+export interface WsServerOptions extends TunnelEndpointOptions {
   /** "host:port", ":port" (all interfaces), "[::1]:port". */
   listen: string;
-  password: string;
-  path?: string;
-  tcpTimeout?: number;
-  udpTimeout?: number;
-  /** --keepalive: seconds without sending on a TCP tunnel before an empty Brook fragment (0 = off; Brook protocol only). */
-  keepalive?: number;
-  withoutBrookProtocol?: boolean;
-  /** Log the first X-Forwarded-For address instead of the peer address (anyone's; see trustedProxies). */
-  xForwardedFor?: boolean;
-  /** --trustedProxies "CIDR,...": X-Forwarded-For and PROXY headers are believed only from these peers. */
-  trustedProxies?: string;
   /** --proxyProtocol: every connection starts with a PROXY v1/v2 header (else closed). */
   proxyProtocol?: boolean;
   /** --fallback: a http(s) URL reverse-proxied, or a folder served, for every request that is not a tunnel. */
   fallback?: string;
-  /** --host: tunnels only for upgrades with this Host (a name, or name:port); others get the non-tunnel answer. */
-  host?: string;
-  clientHKDFInfo?: Uint8Array;
-  serverHKDFInfo?: Uint8Array;
-  probeTimeoutMs?: number;
-  probeByteBudget?: number;
-  dialTimeoutMs?: number;
-  udpQueueLimit?: number;
-  /** Seconds a header time may be ahead of our clock (--maxTimeAhead, default 60; upstream: no bound). */
-  maxTimeAheadSeconds?: number;
-  /** Nonces the replay cache holds at most (--replayCacheSize); see src/server/replay.ts. */
-  replayCacheSize?: number;
-  /** Brook mode: the replay guard (default: a cache of this server's own; with --workers the primary's). */
-  replay?: ReplayGuard;
   /** TLS: serve https (wssserver). ALPN is forced to http/1.1. */
   tls?: HttpsOptions;
   /** The request head (over TLS: the handshake and the head) must be complete within this (ms). */
   headTimeoutMs?: number;
   /** Connections that are not tunnels yet; at the cap the oldest is closed for each new one. Default: defaultMaxPending(). */
   maxPending?: number;
-  /** How destinations are dialled (--dialWith*); default: directly, with the system resolver. */
-  dialer?: Dialer;
-  /** Block lists checked for every new tunnel (the owner closes it). */
-  policy?: DestinationPolicy | null;
-  metrics?: Metrics;
   /** Descriptor watch probe: throws EMFILE/ENFILE when no descriptor is free (tests inject one). */
   descriptorProbe?: () => void;
-  log?: Logger;
-  now?: Clock;
-  backend?: AeadBackend;
 }
 
-export const DEFAULT_PATH = '/ws';
 /** Upstream's Go http.Server ReadTimeout: a head not complete after 5 s is closed without an answer. */
 export const DEFAULT_HEAD_TIMEOUT_MS = 5_000;
 /** Share of the pending connections closed (oldest first) when descriptors run out: 1/SHED_DIVISOR. */
@@ -111,16 +64,47 @@ export const SHED_DIVISOR = 4;
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
 
-/** A complete HTTP/1.1 response for a raw (upgrade or unparsable) socket. */
-function rawResponse(status: number, body = '', extra: Record<string, string> = {}): string {
-  const headers = { Server: 'nginx', ...extra, 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close' };
-  const head =
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n` +
-    Object.entries(headers)
-      .map(([k, v]) => `${k}: ${v}\r\n`)
-      .join('') +
-    '\r\n';
-  return head + body;
+/** Go's own answer to a request it cannot parse (net/http, before any handler: no Server, no Date). */
+const GO_PARSE_ERROR = 'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request';
+
+/**
+ * The answer to a refused upgrade, written on the raw socket (Node has detached it from its HTTP parser), with
+ * upstream's headers in upstream's order (see answerLikeUpstream) plus Connection: close where Go puts it, since
+ * this connection is closed after the answer.
+ */
+function rawResponse(status: 400 | 404 | 405): string {
+  const body = status === 400 ? 'Bad Request\n' : '';
+  const handler =
+    status === 400
+      ? 'Content-Type: text/plain; charset=utf-8\r\nSec-Websocket-Version: 13\r\nServer: nginx\r\nX-Content-Type-Options: nosniff\r\n'
+      : 'Server: nginx\r\n';
+  return (
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${handler}Connection: close\r\n` +
+    `Date: ${new Date().toUTCString()}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
+}
+
+/**
+ * A non-tunnel answer with the headers, in the order, that upstream's Go server sends (gorilla/mux 404 and 405,
+ * gorilla/websocket's refusal: http.Error with Sec-Websocket-Version): Go sorts the handler's headers, then adds
+ * Date and Content-Length, and sends no Connection or Keep-Alive header on an HTTP/1.1 keep-alive answer (only
+ * Connection: close, before Date, when the client asked to close). Removing Connection keeps keep-alive without
+ * the header (and without Node's Keep-Alive: timeout=N, a Node fingerprint); Node adds Content-Length last.
+ */
+export function answerLikeUpstream(res: ServerResponse, status: 400 | 404 | 405): void {
+  const body = status === 400 ? 'Bad Request\n' : '';
+  if (status === 400) {
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('Sec-Websocket-Version', '13');
+  }
+  res.setHeader('Server', 'nginx');
+  if (status === 400) res.setHeader('X-Content-Type-Options', 'nosniff');
+  // Go's extra headers come in this order: Connection (only when closing), Date, Content-Length (Node's, last)
+  if (/(^|,)\s*close\s*(,|$)/i.test(String(res.req?.headers.connection ?? ''))) res.setHeader('Connection', 'close');
+  else res.removeHeader('Connection');
+  res.setHeader('Date', new Date().toUTCString());
+  res.statusCode = status;
+  res.end(body);
 }
 
 const discard = (): void => undefined;
@@ -140,79 +124,33 @@ const answersParseError = (err: NodeJS.ErrnoException): boolean => (err.code ?? 
 
 export class WsServer {
   readonly server: HttpServer;
-  private readonly tunnels = new Set<TunnelHandle>();
-  private readonly o: Required<Pick<WsServerOptions, 'path'>> & WsServerOptions;
-  private readonly tunnelOptions: ServerTunnelOptions;
+  /** The tunnels: which upgrades are tunnels, the 101, serveTunnel (src/server/endpoint.ts). */
+  readonly endpoint: TunnelEndpoint;
+  private readonly o: WsServerOptions;
   private readonly log: Logger;
   /** Lines outsiders can cause in bulk (evictions, descriptor exhaustion). */
   private readonly frontLog: RateLimitedLogger;
-  /** Failed handshakes (bad password, stale time, replay, silence...): one line per error code per second. */
-  private readonly handshakeLog: RateLimitedLogger;
   private readonly metrics: Metrics;
   private readonly gate: ConnectionGate;
   private readonly watch: DescriptorWatch;
   /** Sockets answered by refuse(): later parse errors on them are ignored. */
   private readonly refused = new WeakSet<Socket>();
   private readonly fallback: Fallback | null;
-  private readonly trusted: TrustedProxies | null;
   /** --proxyProtocol: the header each accepted TCP socket began with. */
   private readonly proxied = new WeakMap<Socket, ProxyHeader>();
-  /** --host, lower case. */
-  private readonly host: string | null;
 
   constructor(opts: WsServerOptions) {
-    const path = opts.path ?? DEFAULT_PATH;
-    if (!path.startsWith('/')) throw new BrookError(ErrorCodes.CONFIG, `--path must start with "/": ${path}`);
-    if (!opts.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
-    checkKeepalive(opts.keepalive, opts.withoutBrookProtocol);
-    this.o = { ...opts, path };
-    this.log = opts.log ?? createLogger();
-    this.metrics = opts.metrics ?? noMetrics;
-    this.handshakeLog = rateLimitLogger(this.log, { key: (e) => String(e['code'] ?? '') });
-    this.tunnelOptions = {
-      password: opts.password,
-      withoutBrookProtocol: opts.withoutBrookProtocol ?? false,
-      clientHKDFInfo: opts.clientHKDFInfo,
-      serverHKDFInfo: opts.serverHKDFInfo,
-      now: opts.now,
-      backend: opts.backend,
-      tcpTimeout: opts.tcpTimeout ?? 0,
-      udpTimeout: opts.udpTimeout ?? 60,
-      keepaliveMs: (opts.keepalive ?? 0) * 1000,
-      probeTimeoutMs: opts.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
-      probeByteBudget: opts.probeByteBudget ?? DEFAULT_PROBE_BYTE_BUDGET,
-      dialTimeoutMs: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
-      udpQueueLimit: opts.udpQueueLimit ?? DEFAULT_UDP_QUEUE_LIMIT,
-      maxAheadSeconds: opts.maxTimeAheadSeconds ?? DEFAULT_MAX_HEADER_AHEAD_SECONDS,
-      // withoutBrookProtocol has no nonce: nothing to remember (protocol/probing.md#replays)
-      replay: opts.withoutBrookProtocol
-        ? null
-        : (opts.replay ??
-          createReplayCache({ capacity: opts.replayCacheSize, aheadSeconds: opts.maxTimeAheadSeconds ?? DEFAULT_MAX_HEADER_AHEAD_SECONDS, now: opts.now })),
-      log: this.log,
-      handshakeLog: this.handshakeLog,
-      dialer: opts.dialer,
-      policy: opts.policy,
-      metrics: this.metrics,
-    };
-    // bytes of open tunnels, read at scrape time
-    this.metrics.liveBytes(() => {
-      const sum = { up: 0, down: 0 };
-      for (const t of this.tunnels) {
-        const b = t.stats();
-        sum.up += b.up;
-        sum.down += b.down;
-      }
-      return sum;
-    });
+    this.endpoint = new TunnelEndpoint(opts);
+    const path = this.endpoint.path;
+    this.o = opts;
+    this.log = this.endpoint.log;
+    this.metrics = this.endpoint.metrics;
 
     const headTimeoutMs = opts.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS;
     if (!(headTimeoutMs > 0)) throw new BrookError(ErrorCodes.CONFIG, `head timeout must be positive: ${headTimeoutMs}`);
     const maxPending = opts.maxPending ?? defaultMaxPending();
     if (!(maxPending >= 1)) throw new BrookError(ErrorCodes.CONFIG, `maxPending must be at least 1: ${maxPending}`);
     this.frontLog = rateLimitLogger(this.log, { key: (e) => `${String(e['msg'])}:${String(e['reason'] ?? e['errno'] ?? e['code'] ?? '')}` });
-    this.trusted = opts.trustedProxies !== undefined ? new TrustedProxies(opts.trustedProxies) : null;
-    this.host = opts.host !== undefined ? checkHostFlag(opts.host) : null;
     this.fallback = opts.fallback
       ? createFallback(opts.fallback, { onError: (e) => this.frontLog({ msg: 'fallback failed', code: e.code, error: e.message }) })
       : null;
@@ -220,32 +158,30 @@ export class WsServer {
     this.watch = new DescriptorWatch({
       probe: opts.descriptorProbe,
       onExhausted: (err) => this.onExhausted(err, 'probe'),
-      onRecovered: () => this.frontLog({ msg: 'descriptors available again', pending: this.gate.size, tunnels: this.tunnels.size }),
+      onRecovered: () => this.frontLog({ msg: 'descriptors available again', pending: this.gate.size, tunnels: this.openTunnels }),
     });
 
-    const app = express();
-    app.disable('x-powered-by');
-    app.disable('etag');
-    app.use((req, res, next) => {
-      res.setHeader('Server', 'nginx');
+    // The non-tunnel answers, as upstream's Go server gives them (see answerLikeUpstream)
+    const app = (req: IncomingMessage, res: ServerResponse) => {
       // keep-alive: the next request gets the same bound from this answer on
       res.once('finish', () => this.gate.arm(req.socket, headTimeoutMs));
-      next();
-    });
-    app.use((req, res) => {
+      const url = req.url ?? '';
+      const q = url.indexOf('?');
+      const reqPath = q >= 0 ? url.slice(0, q) : url;
       if (this.fallback) {
-        if (req.path === path) this.metrics.handshakeFailed('bad_upgrade');
+        res.setHeader('Server', 'nginx');
+        if (reqPath === path) this.metrics.handshakeFailed('bad_upgrade');
         this.toFallback(req, res, false);
-      } else if (req.path !== path) {
-        res.status(404).end();
+      } else if (reqPath !== path) {
+        answerLikeUpstream(res, 404);
       } else if (req.method !== 'GET') {
         this.metrics.handshakeFailed('bad_upgrade');
-        res.status(405).end();
+        answerLikeUpstream(res, 405);
       } else {
         this.metrics.handshakeFailed('bad_upgrade');
-        res.status(400).type('text/plain').send('Bad Request\n');
+        answerLikeUpstream(res, 400);
       }
-    });
+    };
 
     // Node's own bounds, as a backstop of the gate's exact deadlines (Node checks
     // headersTimeout/requestTimeout only every connectionsCheckingInterval)
@@ -260,7 +196,7 @@ export class WsServer {
       : createHttpServer(httpBounds, app);
     if (opts.proxyProtocol) {
       interceptProxyProtocol(this.server, {
-        trusted: this.trusted,
+        trusted: this.endpoint.trustedProxies,
         admit: (socket) => this.gate.admit(socket),
         onHeader: (socket, header) => this.proxied.set(socket, header),
         onRefused: (socket, err) =>
@@ -274,7 +210,7 @@ export class WsServer {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (this.refused.has(socket)) return; // bytes after our answer: being discarded
       if (!socket.writable || !answersParseError(err)) socket.destroy();
-      else this.refuse(socket, rawResponse(400));
+      else this.refuse(socket, GO_PARSE_ERROR);
     });
   }
 
@@ -328,7 +264,7 @@ export class WsServer {
   }
 
   private onEvict(reason: EvictReason, pending: number): void {
-    if (reason === 'cap') this.frontLog({ msg: 'maxPending reached: closed the oldest pending connection', reason, pending, tunnels: this.tunnels.size });
+    if (reason === 'cap') this.frontLog({ msg: 'maxPending reached: closed the oldest pending connection', reason, pending, tunnels: this.openTunnels });
   }
 
   /**
@@ -345,7 +281,7 @@ export class WsServer {
       error: `${where}: ${err.code}: ${err.message}`,
       shed,
       pending: this.gate.size,
-      tunnels: this.tunnels.size,
+      tunnels: this.openTunnels,
     });
   }
 
@@ -359,51 +295,34 @@ export class WsServer {
   }
 
   /**
-   * The tunnel endpoint: a server's 'upgrade' event (req, socket, head). Any
-   * http(s) server's 'upgrade' event may call it; a request that is not a
-   * tunnel gets the upstream-like answer, or the fallback.
+   * Our server's 'upgrade' event (req, socket, head): a tunnel, or the
+   * upstream-like answer to a request that is not one (or the fallback).
    */
   handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     this.gate.attach(socket);
-    const url = req.url ?? '';
-    const q = url.indexOf('?');
-    const reqPath = q >= 0 ? url.slice(0, q) : url;
-    // --host: another Host is answered as another path is
-    if (reqPath !== this.o.path || (this.host !== null && !hostMatches(this.host, req.headers.host))) {
+    const v = this.endpoint.check(req);
+    if (!v.tunnel) {
       if (this.fallback) this.upgradeToFallback(req, socket);
-      else this.refuse(socket, rawResponse(404));
-      return;
-    }
-    const check = checkUpgradeRequest(req.method ?? '', req.headers);
-    if (!check.ok) {
-      if (this.fallback) this.upgradeToFallback(req, socket);
-      else this.refuse(socket, rawResponse(check.status, check.status === 400 ? 'Bad Request\n' : '', check.headers));
+      else if (v.why === 'path') this.refuse(socket, rawResponse(404));
+      else this.refuse(socket, rawResponse(v.status === 405 ? 405 : 400));
       return;
     }
     // still pending (and evictable), but serveTunnel bounds the Brook handshake
     this.gate.arm(socket, null);
-    socket.write(buildUpgradeResponse(check.key));
-    const handle = serveTunnel(socket, head, this.from(req, socket), this.tunnelOptions, {
+    this.endpoint.accept(req, socket, head, v.key, {
+      proxied: this.proxied.get(rawSocketOf(socket))?.source ?? null,
       onEstablished: () => this.gate.established(socket),
     });
-    this.tunnels.add(handle);
-    void handle.closed.then(() => this.tunnels.delete(handle));
   }
 
   /** The client for log lines (src/server/clientaddr.ts). */
   private from(req: IncomingMessage, socket: Socket): string {
-    const proxied = this.proxied.get(rawSocketOf(socket));
-    return clientAddress(
-      { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
-      proxied?.source ?? null,
-      req.headers['x-forwarded-for'],
-      { trusted: this.trusted, xForwardedFor: Boolean(this.o.xForwardedFor) },
-    );
+    return this.endpoint.clientOf(req, socket, this.proxied.get(rawSocketOf(socket))?.source ?? null);
   }
 
   get openTunnels(): number {
-    return this.tunnels.size;
+    return this.endpoint.openTunnels;
   }
 
   /** Connections that are not tunnels yet (see ConnectionGate). */
@@ -431,15 +350,11 @@ export class WsServer {
     this.watch.stop();
     this.gate.closeAll();
     this.server.closeIdleConnections?.();
-    if (graceMs > 0 && this.tunnels.size > 0) {
-      const all = Promise.all([...this.tunnels].map((t) => t.closed));
-      await Promise.race([all, new Promise((r) => setTimeout(r, graceMs).unref())]);
-    }
-    for (const t of this.tunnels) t.destroy();
+    await this.endpoint.closeTunnels(graceMs);
     this.server.closeAllConnections?.();
     await closing;
     this.fallback?.close();
     this.frontLog.close();
-    this.handshakeLog.close();
+    this.endpoint.close();
   }
 }
