@@ -61,7 +61,12 @@ export function haproxyConfigForTest(src: string, o: { front: number; servers: n
   rewrite(/^(\s*)bind :9999$/m, `$1bind ${LOOPBACK}:${o.front}`, 1, 'bind line');
   rewrite(/ inter 2s fall 3 rise 2$/m, ` inter ${o.checkInterval} fall 2 rise 2`, 1, 'check timing');
   let i = 0;
-  rewrite(/^(\s*)server (brook\d) 10\.0\.0\.\d+:9999$/m, (_m, ws, name) => `${ws}server ${name} ${LOOPBACK}:${o.servers[i++]}`, o.servers.length, 'server lines');
+  rewrite(
+    /^(\s*)server (brook\d) 10\.0\.0\.\d+:9999 send-proxy-v2 check-send-proxy$/m,
+    (_m, ws, name) => `${ws}server ${name} ${LOOPBACK}:${o.servers[i++]} send-proxy-v2 check-send-proxy`,
+    o.servers.length,
+    'server lines',
+  );
   return s;
 }
 
@@ -121,7 +126,7 @@ describe('deploy/haproxy.cfg: three wsserver instances behind haproxy', () => {
       const metrics = await freePort();
       const proc = await startCli([
         '--prometheus', `${LOOPBACK}:${metrics}`, '--prometheusPath', '/metrics',
-        'wsserver', '--listen', `${LOOPBACK}:${await freePort()}`, '--password', PASSWORD,
+        'wsserver', '--listen', `${LOOPBACK}:${await freePort()}`, '--password', PASSWORD, '--proxyProtocol', '--trustedProxies', LOOPBACK,
       ]);
       servers.push({ proc, metrics });
     }
