@@ -5,7 +5,10 @@
  * contender.
  *
  *   probe.ts tcp  --socks H:P --dir up|down --conns N --mib M   throughput, SHA-256 checked
- *   probe.ts rtt  --socks H:P --count N                          connect + first byte latency
+ *   probe.ts rtt  --socks H:P --count N [--link-delay MS]        connect + first byte latency; with
+ *                                                                --link-delay the echo server sits behind
+ *                                                                a delay relay (bench/delay.ts, MS each
+ *                                                                way): the link of a direct connection
  *   probe.ts udp  --socks H:P --count N --size S                 UDP echo latency and loss
  *   probe.ts hold --socks H:P --count N                          open N tunnels (1-byte round trip
  *                                                                each), print {"ready":..}, keep them
@@ -17,6 +20,7 @@
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { startDelayRelay } from './delay.js';
 
 const MIB = 1024 * 1024;
 /** Size of the repeated data pattern (and of each write). */
@@ -264,8 +268,10 @@ async function echoServer(): Promise<net.Server> {
 async function rtt(): Promise<unknown> {
   const socks = arg('socks');
   const count = Number(arg('count', '300'));
+  const linkDelay = Number(arg('link-delay', '0'));
   const srv = await echoServer();
-  const port = portOf(srv);
+  const link = linkDelay > 0 ? await startDelayRelay({ target: { host: '127.0.0.1', port: portOf(srv) }, oneWayMs: linkDelay }) : null;
+  const port = link ? link.port : portOf(srv);
   const lat: number[] = [];
   let fails = 0;
   for (let i = 0; i < count; i++) {
@@ -281,6 +287,7 @@ async function rtt(): Promise<unknown> {
       fails++;
     }
   }
+  await link?.close();
   srv.close();
   lat.sort((a, b) => a - b);
   return { mode: 'rtt', count, fails, p50ms: quantile(lat, 0.5), p99ms: quantile(lat, 0.99) };

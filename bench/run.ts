@@ -6,7 +6,9 @@
  *   brook-wob  the same with --withoutBrookProtocol
  *   brook-wss  brook-ts wssclient (--ca) -> wssserver (self-signed certificate made with openssl)
  *   v2ray      Debian's v2ray: VMess aes-128-gcm over WebSocket, client SOCKS5 inbound with UDP
- *   baseline   a plain SOCKS5 pass-through (no encryption, one process): the ceiling
+ *   baseline   a plain SOCKS5 pass-through (no encryption, one process): the ceiling (spliced in the kernel
+ *              when the native addon has splice, as upstream's Go relay does)
+ *   baseline-js the same pass-through relaying in JS (BROOK_TS_SPLICE=0): what issue 11 measures wob against
  * All are measured by the same client, bench/probe.ts, in its own process.
  *
  * Per contender and repeat (5 by default, fresh processes each repeat, contenders interleaved): server RSS idle and with N idle open
@@ -14,6 +16,13 @@
  * download (256 MiB, SHA-256 checked), 8 concurrent streams up and down (8 x 32 MiB), CPU seconds
  * per GiB moved (client and server process trees, /proc/PID/stat utime+stime around the transfers).
  * The table shows the median of the repeats and the ratio to v2ray beside every figure.
+ *
+ * Connect latency (a second table), in the first LATENCY_REPEATS repeats: connect + first echo p50 on
+ * loopback and over a link with real latency (bench/delay.ts: a relay between client and server that
+ * holds every chunk LINK_ONE_WAY_MS each way, 20 ms round trip, TCP handshake included), for every
+ * contender and for the brook-ts settings that change it: the pool of prewarmed tunnels on (default)
+ * and off (--pool 0), TLS session resumption on (default) and off (--noTlsResume). The baseline has
+ * no client/server link: its link sits between it and the destination (a direct connection).
  *
  *   npx tsx bench/run.ts [--quick] [--repeats N] [--only a,b] [--out DIR] [--workers N]
  *     --quick    small sizes, 1 repeat (a smoke run, ~1 minute)
@@ -29,6 +38,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderChart } from './chart.js';
+import { startDelayRelay } from './delay.js';
 import { cpuSeconds, rssKiB, tree } from './proc.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -39,6 +49,10 @@ const PASSWORD = 'bench-password';
 const READY_TIMEOUT_MS = 15_000;
 const PROBE_TIMEOUT_MS = 180_000;
 const SETTLE_MS = 1000;
+/** Each way on the simulated link (ms): a 20 ms round trip. */
+const LINK_ONE_WAY_MS = 10;
+/** After a latency client starts: its pool fills (over the link: a few round trips). */
+const LATENCY_SETTLE_MS = 300;
 
 interface Sizes {
   repeats: number;
@@ -49,10 +63,18 @@ interface Sizes {
   udpCount: number;
   udpSize: number;
   holdCount: number;
+  /** Repeats that also measure the connect-latency table (the first ones). */
+  latencyRepeats: number;
+  /** Connects per latency row over the link, per repeat. */
+  linkCount: number;
 }
 
-const FULL: Sizes = { repeats: 5, singleMiB: 256, multiConns: 8, multiMiBEach: 32, rttCount: 300, udpCount: 200, udpSize: 1200, holdCount: 1000 };
-const QUICK: Sizes = { repeats: 1, singleMiB: 32, multiConns: 8, multiMiBEach: 4, rttCount: 50, udpCount: 50, udpSize: 1200, holdCount: 200 };
+const FULL: Sizes = {
+  repeats: 5, singleMiB: 256, multiConns: 8, multiMiBEach: 32, rttCount: 300, udpCount: 200, udpSize: 1200, holdCount: 1000, latencyRepeats: 2, linkCount: 30,
+};
+const QUICK: Sizes = {
+  repeats: 1, singleMiB: 32, multiConns: 8, multiMiBEach: 4, rttCount: 50, udpCount: 50, udpSize: 1200, holdCount: 200, latencyRepeats: 1, linkCount: 15,
+};
 
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -77,8 +99,8 @@ const rssKiBOf = (pid: number | undefined): number => (pid === undefined ? 0 : r
 
 const started = new Set<ChildProcess>();
 
-function start(name: string, cmd: string, args: string[]): ChildProcess {
-  const cp = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+function start(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  const cp = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env });
   started.add(cp);
   let tail = '';
   const keep = (d: Buffer) => {
@@ -228,12 +250,24 @@ interface Running {
   socks: string;
   client?: ChildProcess;
   server: ChildProcess;
+  /** The server's port (the link relay goes in front of it). */
+  serverPort?: number;
+  /** Start one more client of this server (latency rows): through `via` instead of the server's port, with extra flags. */
+  startClient?(o: { via?: number; extra?: string[] }): Promise<{ socks: string; client: ChildProcess }>;
+}
+
+/** A setting whose connect latency is reported as a row of its own (key '' = the contender's default). */
+interface LatencyRow {
+  key: string;
+  label: string;
+  extra: string[];
 }
 
 interface Contender {
   name: string;
   label: string;
   start(tmp: string): Promise<Running>;
+  rows: LatencyRow[];
 }
 
 function brookWorkers(): string[] {
@@ -242,7 +276,6 @@ function brookWorkers(): string[] {
 
 async function startBrook(kind: 'ws' | 'wob' | 'wss', tmp: string): Promise<Running> {
   const sp = await freePort();
-  const cp = await freePort();
   const wob = kind === 'wob' ? ['--withoutBrookProtocol'] : [];
   const server =
     kind === 'wss'
@@ -252,22 +285,28 @@ async function startBrook(kind: 'ws' | 'wob' | 'wss', tmp: string): Promise<Runn
         ])
       : start('wsserver', process.execPath, [BROOK, 'wsserver', '--listen', `127.0.0.1:${sp}`, '--password', PASSWORD, ...wob, ...brookWorkers()]);
   await waitPort(sp, server);
-  const client =
-    kind === 'wss'
-      ? start('wssclient', process.execPath, [
-          BROOK, 'wssclient', '--wssserver', `wss://localhost:${sp}/ws`, '--address', `127.0.0.1:${sp}`, '--ca', join(tmp, 'cert.pem'),
-          '--password', PASSWORD, '--socks5', `127.0.0.1:${cp}`, ...brookWorkers(),
-        ])
-      : start('wsclient', process.execPath, [
-          BROOK, 'wsclient', '--wsserver', `ws://127.0.0.1:${sp}/ws`, '--password', PASSWORD, '--socks5', `127.0.0.1:${cp}`, ...wob, ...brookWorkers(),
-        ]);
-  await waitPort(cp, client);
-  return { socks: `127.0.0.1:${cp}`, client, server };
+  const startClient = async (o: { via?: number; extra?: string[] } = {}) => {
+    const cp = await freePort();
+    const to = o.via ?? sp;
+    const extra = o.extra ?? [];
+    const client =
+      kind === 'wss'
+        ? start('wssclient', process.execPath, [
+            BROOK, 'wssclient', '--wssserver', `wss://localhost:${sp}/ws`, '--address', `127.0.0.1:${to}`, '--ca', join(tmp, 'cert.pem'),
+            '--password', PASSWORD, '--socks5', `127.0.0.1:${cp}`, ...extra, ...brookWorkers(),
+          ])
+        : start('wsclient', process.execPath, [
+            BROOK, 'wsclient', '--wsserver', `ws://127.0.0.1:${to}/ws`, '--password', PASSWORD, '--socks5', `127.0.0.1:${cp}`, ...wob, ...extra, ...brookWorkers(),
+          ]);
+    await waitPort(cp, client);
+    return { socks: `127.0.0.1:${cp}`, client };
+  };
+  const first = await startClient();
+  return { ...first, server, serverPort: sp, startClient };
 }
 
 async function startV2ray(tmp: string): Promise<Running> {
   const sp = await freePort();
-  const cp = await freePort();
   const id = randomUUID();
   const ws = { network: 'ws', wsSettings: { path: '/ws' } };
   const serverCfg = {
@@ -275,19 +314,18 @@ async function startV2ray(tmp: string): Promise<Running> {
     inbounds: [{ listen: '127.0.0.1', port: sp, protocol: 'vmess', settings: { clients: [{ id, alterId: 0 }] }, streamSettings: ws }],
     outbounds: [{ protocol: 'freedom', settings: {} }],
   };
-  const clientCfg = {
+  const clientCfg = (cp: number, to: number) => ({
     log: { loglevel: 'warning' },
     inbounds: [{ listen: '127.0.0.1', port: cp, protocol: 'socks', settings: { auth: 'noauth', udp: true, ip: '127.0.0.1' } }],
     outbounds: [
       {
         protocol: 'vmess',
-        settings: { vnext: [{ address: '127.0.0.1', port: sp, users: [{ id, alterId: 0, security: 'aes-128-gcm' }] }] },
+        settings: { vnext: [{ address: '127.0.0.1', port: to, users: [{ id, alterId: 0, security: 'aes-128-gcm' }] }] },
         streamSettings: ws,
       },
     ],
-  };
+  });
   writeFileSync(join(tmp, 'v2ray-server.json'), JSON.stringify(serverCfg, null, 2));
-  writeFileSync(join(tmp, 'v2ray-client.json'), JSON.stringify(clientCfg, null, 2));
   const env = { ...process.env, V2RAY_LOCATION_ASSET: tmp };
   const server = spawn('v2ray', ['-config', join(tmp, 'v2ray-server.json')], { stdio: ['ignore', 'pipe', 'pipe'], env });
   started.add(server);
@@ -295,28 +333,52 @@ async function startV2ray(tmp: string): Promise<Running> {
   server.stdout!.resume();
   server.stderr!.resume();
   await waitPort(sp, server);
-  const client = spawn('v2ray', ['-config', join(tmp, 'v2ray-client.json')], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  started.add(client);
-  client.on('exit', () => started.delete(client));
-  client.stdout!.resume();
-  client.stderr!.resume();
-  await waitPort(cp, client);
-  return { socks: `127.0.0.1:${cp}`, client, server };
+  const startClient = async (o: { via?: number } = {}) => {
+    const cp = await freePort();
+    const file = join(tmp, `v2ray-client-${cp}.json`);
+    writeFileSync(file, JSON.stringify(clientCfg(cp, o.via ?? sp), null, 2));
+    const client = spawn('v2ray', ['-config', file], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    started.add(client);
+    client.on('exit', () => started.delete(client));
+    client.stdout!.resume();
+    client.stderr!.resume();
+    await waitPort(cp, client);
+    return { socks: `127.0.0.1:${cp}`, client };
+  };
+  const first = await startClient();
+  return { ...first, server, serverPort: sp, startClient };
 }
 
-async function startBaseline(): Promise<Running> {
+/** The plain SOCKS5 pass-through; `js`: relaying in JS (BROOK_TS_SPLICE=0) rather than with splice(2). */
+async function startBaseline(js = false): Promise<Running> {
   const p = await freePort();
-  const server = start('baseline', process.execPath, [DIRECT, String(p)]);
+  const server = start(js ? 'baseline-js' : 'baseline', process.execPath, [DIRECT, String(p)], js ? { ...process.env, BROOK_TS_SPLICE: '0' } : process.env);
   await waitPort(p, server);
   return { socks: `127.0.0.1:${p}`, server };
 }
 
+const DEFAULT_ROW: LatencyRow = { key: '', label: '', extra: [] };
+const POOL_ROWS: LatencyRow[] = [
+  { key: '', label: 'pool on (default)', extra: [] },
+  { key: '-pool0', label: '--pool 0', extra: ['--pool', '0'] },
+];
+
 const CONTENDERS: Contender[] = [
-  { name: 'brook-ws', label: 'brook-ts ws (Brook)', start: (t) => startBrook('ws', t) },
-  { name: 'brook-wob', label: 'brook-ts ws withoutBrookProtocol', start: (t) => startBrook('wob', t) },
-  { name: 'brook-wss', label: 'brook-ts wss (Brook over TLS)', start: (t) => startBrook('wss', t) },
-  { name: 'v2ray', label: 'v2ray VMess aes-128-gcm ws', start: (t) => startV2ray(t) },
-  { name: 'baseline', label: 'plain SOCKS5 (no encryption)', start: () => startBaseline() },
+  { name: 'brook-ws', label: 'brook-ts ws (Brook)', start: (t) => startBrook('ws', t), rows: POOL_ROWS },
+  { name: 'brook-wob', label: 'brook-ts ws withoutBrookProtocol', start: (t) => startBrook('wob', t), rows: POOL_ROWS },
+  {
+    name: 'brook-wss',
+    label: 'brook-ts wss (Brook over TLS)',
+    start: (t) => startBrook('wss', t),
+    rows: [
+      { key: '', label: 'pool on, TLS resumption on (default)', extra: [] },
+      { key: '-pool0', label: '--pool 0 (TLS resumption on)', extra: ['--pool', '0'] },
+      { key: '-pool0-noresume', label: '--pool 0 --noTlsResume', extra: ['--pool', '0', '--noTlsResume'] },
+    ],
+  },
+  { name: 'v2ray', label: 'v2ray VMess aes-128-gcm ws', start: (t) => startV2ray(t), rows: [DEFAULT_ROW] },
+  { name: 'baseline', label: 'plain SOCKS5 (no encryption)', start: () => startBaseline(), rows: [DEFAULT_ROW] },
+  { name: 'baseline-js', label: 'plain SOCKS5, JS relay', start: () => startBaseline(true), rows: [DEFAULT_ROW] },
 ];
 
 // ---------------------------------------------------------------- measurements
@@ -389,6 +451,56 @@ async function measure(r: Running): Promise<Sample> {
     serverCpuSecPerGiB: (s1 - s0) / gib,
     intact: [up, down, mup, mdown].every((x) => x['intact'] === true),
   };
+}
+
+/** Connect latency of one setting: loopback and over the link. */
+export interface LatencySample {
+  loopP50ms: number;
+  linkP50ms: number;
+  linkP99ms: number;
+}
+
+/**
+ * The connect-latency rows of a contender (see the top of this file). Loopback p50 of the default
+ * row is the main table's (same probe, same count); every other figure comes from a client started
+ * for it, stopped after.
+ */
+async function measureLatency(c: Contender, r: Running, loopDefault: number): Promise<Record<string, LatencySample>> {
+  const out: Record<string, LatencySample> = {};
+  const n = (x: unknown) => (typeof x === 'number' ? x : NaN);
+  const rtt = (socks: string, count: number, extra: string[] = []) => probe(['rtt', '--socks', socks, '--count', String(count), ...extra]);
+  for (const row of c.rows) {
+    const name = c.name + row.key;
+    let loop = loopDefault;
+    if (row.key !== '' && r.startClient) {
+      const x = await r.startClient({ extra: row.extra });
+      try {
+        await sleep(LATENCY_SETTLE_MS);
+        loop = n((await rtt(x.socks, sizes.rttCount))['p50ms']);
+      } finally {
+        await stop(x.client);
+      }
+    }
+    let link: ProbeResult;
+    if (r.startClient && r.serverPort) {
+      const relay = await startDelayRelay({ target: { host: '127.0.0.1', port: r.serverPort }, oneWayMs: LINK_ONE_WAY_MS });
+      const x = await r.startClient({ via: relay.port, extra: row.extra });
+      try {
+        // the pool fills over the link first
+        await sleep(LATENCY_SETTLE_MS);
+        link = await rtt(x.socks, sizes.linkCount);
+      } finally {
+        await stop(x.client);
+        await relay.close();
+      }
+    } else {
+      // no client/server link (the baseline): the link is between it and the destination
+      link = await rtt(r.socks, sizes.linkCount, ['--link-delay', String(LINK_ONE_WAY_MS)]);
+    }
+    out[name] = { loopP50ms: loop, linkP50ms: n(link['p50ms']), linkP99ms: n(link['p99ms']) };
+    log(`  latency ${name}: ${JSON.stringify(out[name])}`);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- setup
@@ -493,7 +605,44 @@ function targets(m: Record<string, Sample>): string[] {
     const r8 = (wob.multiUpMBps + wob.multiDownMBps) / (base.multiUpMBps + base.multiDownMBps);
     check('withoutBrookProtocol 8 streams / baseline (up+down)', r8, '>= 0.8x', r8 >= 0.8);
   }
+  const js = m['baseline-js'];
+  if (wob && js) {
+    // issue 11: the spliced withoutBrookProtocol path against a pass-through that relays in JS
+    check('withoutBrookProtocol single stream up / JS-relay pass-through', wob.upMBps / js.upMBps, '>= 1.5x', wob.upMBps / js.upMBps >= 1.5);
+    check('withoutBrookProtocol single stream down / JS-relay pass-through', wob.downMBps / js.downMBps, '>= 1.5x', wob.downMBps / js.downMBps >= 1.5);
+  }
+  if (b && base) check('Brook UDP echo p50 / baseline', b.udpP50ms / base.udpP50ms, '<= 1.3x', b.udpP50ms / base.udpP50ms <= 1.3);
   if (b) check('Brook server KiB per idle tunnel', b.kibPerTunnel, '<= 32', b.kibPerTunnel <= 32);
+  if (b) check('wsserver idle RSS MiB', b.idleRssKiB / 1024, '<= 48', b.idleRssKiB / 1024 <= 48);
+  return out;
+}
+
+/** The connect-latency table: one row per contender and setting. */
+function latencyTable(m: Record<string, LatencySample>, labels: Record<string, string>): string {
+  const base = m['baseline'];
+  const v2 = m['v2ray'];
+  const f = (v: number, ref: number | undefined, self: boolean) =>
+    !Number.isFinite(v) ? 'n/a' : `${v.toFixed(2)}${!self && ref !== undefined && Number.isFinite(ref) && ref > 0 ? ` (${(v / ref).toFixed(2)}x)` : ''}`;
+  const lines = [
+    `| connect + first echo | loopback p50 ms (x baseline) | ${2 * LINK_ONE_WAY_MS} ms link p50 ms (x v2ray) | ${2 * LINK_ONE_WAY_MS} ms link p99 ms |`,
+    '|---|---:|---:|---:|',
+  ];
+  for (const [name, x] of Object.entries(m)) {
+    lines.push(`| ${labels[name] ?? name} | ${f(x.loopP50ms, base?.loopP50ms, name === 'baseline')} | ${f(x.linkP50ms, v2?.linkP50ms, name === 'v2ray')} | ${f(x.linkP99ms, undefined, true)} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Issue 11's connect targets: loopback p50 at most the baseline's, over the link at most half of v2ray's. */
+function latencyTargets(m: Record<string, LatencySample>): string[] {
+  const b = m['brook-ws'];
+  const base = m['baseline'];
+  const v = m['v2ray'];
+  const out: string[] = [];
+  const check = (name: string, value: number, target: string, ok: boolean) =>
+    out.push(`- ${name}: ${Number.isFinite(value) ? value.toFixed(2) : 'n/a'} (target ${target}) ${ok ? 'MET' : 'NOT MET'}`);
+  if (b && base) check('Brook connect p50 loopback / baseline', b.loopP50ms / base.loopP50ms, '<= 1.0x', b.loopP50ms / base.loopP50ms <= 1.0);
+  if (b && v) check(`Brook connect p50 over the ${2 * LINK_ONE_WAY_MS} ms link / v2ray`, b.linkP50ms / v.linkP50ms, '<= 0.5x', b.linkP50ms / v.linkP50ms <= 0.5);
   return out;
 }
 
@@ -507,6 +656,7 @@ async function main(): Promise<void> {
   makeCert(tmp);
   const contenders = CONTENDERS.filter((c) => !only || only.includes(c.name));
   const samples: Record<string, Sample[]> = {};
+  const latSamples: Record<string, LatencySample[]> = {};
   try {
     for (let rep = 0; rep < sizes.repeats; rep++) {
       for (const c of contenders) {
@@ -516,6 +666,9 @@ async function main(): Promise<void> {
           const s = await measure(r);
           (samples[c.name] ??= []).push(s);
           log(`  ${JSON.stringify(s)}`);
+          if (rep < sizes.latencyRepeats) {
+            for (const [k, v] of Object.entries(await measureLatency(c, r, s.rttP50ms))) (latSamples[k] ??= []).push(v);
+          }
         } catch (e) {
           log(`  ${c.name} failed: ${(e as Error).message}`);
         } finally {
@@ -536,6 +689,17 @@ async function main(): Promise<void> {
     medians[name] = m as unknown as Sample;
   }
   const labels = Object.fromEntries(CONTENDERS.map((c) => [c.name, c.label]));
+  const latMedians: Record<string, LatencySample> = {};
+  for (const [name, ss] of Object.entries(latSamples)) {
+    latMedians[name] = {
+      loopP50ms: median(ss.map((x) => x.loopP50ms)),
+      linkP50ms: median(ss.map((x) => x.linkP50ms)),
+      linkP99ms: median(ss.map((x) => x.linkP99ms)),
+    };
+  }
+  const latLabels = Object.fromEntries(
+    contenders.flatMap((c) => c.rows.map((row) => [c.name + row.key, row.label ? `${c.label}, ${row.label}` : c.label])),
+  );
   const crypto = JSON.parse(
     execFileSync(process.execPath, ['-e', `import('${join(ROOT, 'dist/src/crypto/index.js')}').then(m=>{m.selectBackend('auto');console.log(JSON.stringify(m.backendName()))})`]).toString(),
   ) as string;
@@ -553,12 +717,14 @@ async function main(): Promise<void> {
     minutes: (Date.now() - t0) / 60000,
   };
   const md = table(medians, labels);
-  const tg = targets(medians);
+  const lmd = latencyTable(latMedians, latLabels);
+  const tg = [...targets(medians), ...latencyTargets(latMedians)];
   mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ meta, medians, samples }, null, 2) + '\n');
-  writeFileSync(join(outDir, 'table.md'), `${md}\n\nTargets (brook-ts vs v2ray / baseline):\n${tg.join('\n')}\n`);
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ meta, medians, samples, latency: { medians: latMedians, samples: latSamples } }, null, 2) + '\n');
+  writeFileSync(join(outDir, 'table.md'), `${md}\n\n${lmd}\n\nTargets (brook-ts vs v2ray / baseline):\n${tg.join('\n')}\n`);
   writeFileSync(join(outDir, 'chart.svg'), renderChart(medians, labels, meta));
   process.stdout.write(`\n${md}\n\nMedian of ${sizes.repeats} repeat(s); ratio to v2ray in parentheses. crypto backend: ${crypto}; ${meta.cpus}; node ${meta.node}; ${v2rayVersion}\n`);
+  process.stdout.write(`\n${lmd}\n\nMedian of ${Math.min(sizes.latencyRepeats, sizes.repeats)} repeat(s); link: ${sizes.linkCount} connects per repeat; ratios to the baseline (loopback) and to v2ray (link).\n`);
   process.stdout.write(`\nTargets:\n${tg.join('\n')}\n\nwrote ${outDir}/results.json, table.md, chart.svg (${meta.minutes.toFixed(1)} min)\n`);
   const broken = Object.entries(medians).filter(([, m]) => !m.intact);
   if (broken.length) {

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { WsClient, type WsClientOptions, DEFAULT_SOCKS5_LISTEN } from './client/wsclient.js';
+import { DEFAULT_POOL_MAX_IDLE_MS, DEFAULT_POOL_SIZE } from './client/pool.js';
 import type { ServerEndpoint } from './client/dial.js';
 import { backendName, NATIVE_BACKEND_NAME as NATIVE_NAME, nativeStatus, parseBackendPreference, selectBackend } from './crypto/index.js';
 import { PASSWORD_FILE_ENV, resolvePassword } from './password.js';
@@ -31,6 +32,14 @@ function seconds(v: string): number {
 
 function positiveInt(v: string): number {
   if (!/^[1-9]\d*$/.test(v)) throw new InvalidArgumentError('expected a positive whole number');
+  return Number(v);
+}
+
+/** Most --pool allows (idle connections per client process). */
+const MAX_POOL_SIZE = 64;
+
+function poolSize(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > MAX_POOL_SIZE) throw new InvalidArgumentError(`expected a whole number from 0 to ${MAX_POOL_SIZE}`);
   return Number(v);
 }
 
@@ -95,11 +104,17 @@ function commonClientOptions(cmd: Command): Command {
     .option('--tcpTimeout <seconds>', 'connection idle timeout (s), 0 = none', seconds, 0)
     .option('--udpTimeout <seconds>', 'UDP flow idle timeout (s)', seconds, 60)
     .option('--keepalive <seconds>', KEEPALIVE_HELP, seconds, 0)
+    .option('--pool <n>', POOL_HELP, poolSize, DEFAULT_POOL_SIZE)
+    .option('--poolMaxIdle <seconds>', POOL_MAX_IDLE_HELP, positiveInt, DEFAULT_POOL_MAX_IDLE_MS / 1000)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
     .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS)
     .option('--workers <n>', WORKERS_HELP + '; with more than 1 each worker relays UDP on its own port, announced in the UDP ASSOCIATE reply', parseWorkers, DEFAULT_WORKERS);
 }
 
+const POOL_HELP =
+  'prewarmed tunnels: connections to the server kept ready past the WebSocket upgrade, so a new connection only sends its first fragment; 0 = off (per process with --workers)';
+const POOL_MAX_IDLE_HELP = 'a prewarmed connection unused this long (s) is closed and replaced; keep it under the idle cut-off of the server (ours: --probeTimeout, 30 s) and of anything in between';
+const NO_TLS_RESUME_HELP = 'do not resume TLS sessions (every connection to the server makes a full TLS handshake)';
 const WORKERS_HELP = 'processes sharing the listening socket, or "auto" (one per core)';
 const PASSWORD_FILE_HELP = `read the password from this file (one line; a trailing newline is dropped), so it is not on the command line; default: $${PASSWORD_FILE_ENV} when no --password is given`;
 const KEEPALIVE_HELP =
@@ -207,6 +222,8 @@ async function runClient(kind: LinkKind, command: string, o: Opts, rt: Runtime):
     tcpTimeout: o['tcpTimeout'] as number,
     udpTimeout: o['udpTimeout'] as number,
     keepalive: o['keepalive'] as number,
+    pool: { size: o['pool'] as number, maxIdleMs: (o['poolMaxIdle'] as number) * 1000 },
+    tlsResume: !o['noTlsResume'],
     dialer: rt.dialer,
     metrics: rt.metrics,
     log,
@@ -298,15 +315,15 @@ export function buildProgram(): Command {
       .option('--address <host:port>', 'dial this address instead of resolving the host of --wssserver')
       .option('--insecure', "do not verify the server's certificate chain and host name", false)
       .option('--ca <file>', 'trust this CA (PEM) in addition to the system ones')
+      .option('--noTlsResume', NO_TLS_RESUME_HELP, false)
       .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
   );
   wssclient.action(runCommand('wssclient', (o: Opts, rt: Runtime) => runClient('wssserver', 'wssclient', o, rt)));
 
   const connect = commonClientOptions(
-    withExample(program.command('connect').description('Connect to a brook link (wsserver or wssserver)'), 'connect').requiredOption(
-      '-l, --link <link>',
-      'brook link, you can get it via brook-ts link',
-    ),
+    withExample(program.command('connect').description('Connect to a brook link (wsserver or wssserver)'), 'connect')
+      .requiredOption('-l, --link <link>', 'brook link, you can get it via brook-ts link')
+      .option('--noTlsResume', NO_TLS_RESUME_HELP + ' (wssserver links)', false),
   );
   connect.action(runCommand('connect', (o: Opts, rt: Runtime) => {
     const l = parseLink(String(o['link']));

@@ -195,7 +195,8 @@ describe('--dialWithSocks5', () => {
     const creds = auth ? ['--dialWithSocks5Username', USER, '--dialWithSocks5Password', PASS] : [];
     const client = await startCli([
       '--dialWithSocks5', `${LOOPBACK}:${proxy.port}`, ...creds,
-      'wsclient', '--wsserver', `ws://${LOOPBACK}:${server.port('listen')}`, '--password', 'hello', '--socks5', `${LOOPBACK}:0`,
+      // no prewarmed connections: the proxy then sees exactly the one tunnel
+      'wsclient', '--wsserver', `ws://${LOOPBACK}:${server.port('listen')}`, '--password', 'hello', '--socks5', `${LOOPBACK}:0`, '--pool', '0',
     ]);
     const s = await socksConnect(client.port('socks5'), { type: 'ipv4', host: LOOPBACK, port: (echo.address() as net.AddressInfo).port });
     s.write('through the proxy');

@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "splice_relay.h"
+
 #define KEY_SIZE 32
 #define NONCE_SIZE 12
 #define NONCE_COUNTER_SIZE 8
@@ -300,6 +302,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value v;
   napi_create_string_utf8(env, OPENSSL_VERSION_TEXT, NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, exports, "opensslHeaders", v);
+  /* the zero-copy TCP relay (splice_relay.c) shares this addon */
+  brook_splice_register(env, exports);
   return exports;
 }
 

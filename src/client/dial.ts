@@ -3,6 +3,14 @@
  * exactly as upstream, wait for and check the 101, then send the client
  * preamble (Brook: nonce + first fragment; withoutBrookProtocol: header).
  * Nothing is sent before the 101 has been read.
+ *
+ * Two halves, so a pool (src/client/pool.ts) can run the first ahead of time:
+ * connectUpgraded() (TCP/TLS connect, upgrade, 101) and startTunnel() (a fresh
+ * codec: new nonce, header time read now, preamble written). dialTunnel() is
+ * both at once. The preamble is never built before startTunnel().
+ *
+ * wss: with a TlsSessionCache (src/client/tls-session.ts) a new connection
+ * offers the last session ticket the same server gave us (TLS resumption).
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -12,6 +20,7 @@ import type { Address } from '../protocol/address.js';
 import type { Network } from '../protocol/header.js';
 import { type ClientCodec, createClientCodec, type SessionOptions } from '../protocol/session.js';
 import { buildUpgradeRequest, newWebSocketKey, parseUpgradeResponse, type RandomSource } from '../protocol/upgrade.js';
+import type { TlsSessionCache } from './tls-session.js';
 
 export interface ServerEndpoint {
   secure: boolean;
@@ -29,15 +38,34 @@ export interface ServerEndpoint {
   ca?: string;
 }
 
-export interface DialOptions extends SessionOptions {
+/** What connectUpgraded() needs: where the server is and how to reach it. */
+export interface ConnectOptions {
   endpoint: ServerEndpoint;
-  network: Network;
-  destination: Address;
   /** Give up on connect + 101 after this long (ms). */
   timeoutMs: number;
   random?: RandomSource;
   /** How to reach the server (--dialWith*: DNS, source address, SOCKS5); default net.connect. */
   dialer?: Dialer;
+  /** wss: offer and keep TLS sessions (resumption); absent = a full handshake every time. */
+  tlsSessions?: TlsSessionCache;
+  /** Abort the connect (the socket is destroyed, the promise rejects with CLOSED). */
+  signal?: AbortSignal;
+}
+
+/** What startTunnel() needs: the tunnel's own settings. */
+export interface TunnelStartOptions extends SessionOptions {
+  network: Network;
+  destination: Address;
+}
+
+export interface DialOptions extends ConnectOptions, TunnelStartOptions {}
+
+/** A connection that has been upgraded (101 read) and has sent nothing since: no preamble yet. */
+export interface UpgradedConnection {
+  /** Paused, no listeners of ours left. */
+  socket: Socket;
+  /** Bytes that arrived right after the 101 head. */
+  leftover: Buffer;
 }
 
 export interface OpenTunnel {
@@ -49,16 +77,65 @@ export interface OpenTunnel {
 
 export const DEFAULT_TUNNEL_TIMEOUT_MS = 10_000;
 
+/** Connect, upgrade and send the preamble: one tunnel. */
 export function dialTunnel(o: DialOptions): Promise<OpenTunnel> {
+  return connectUpgraded(o).then((u) => startTunnel(u, o));
+}
+
+/**
+ * The preamble on an upgraded connection: a new codec (fresh nonce, header time
+ * read now) and its hello written. Synchronous: nothing happens between the two.
+ */
+export function startTunnel(u: UpgradedConnection, o: TunnelStartOptions): OpenTunnel {
+  const codec = createClientCodec({ ...o, network: o.network, destination: o.destination });
+  u.socket.write(codec.hello());
+  return { socket: u.socket, codec, leftover: u.leftover };
+}
+
+/** startTunnel() on a connection taken from the pool, now; a throw becomes a rejection, as from dialTunnel(). */
+export function startPooled(u: UpgradedConnection, o: TunnelStartOptions): Promise<OpenTunnel> {
+  try {
+    return Promise.resolve(startTunnel(u, o));
+  } catch (e) {
+    u.socket.destroy();
+    return Promise.reject(toBrookError(e));
+  }
+}
+
+/** TCP (or TLS) connect, upgrade request, 101 checked; nothing more is sent. */
+export function connectUpgraded(o: ConnectOptions): Promise<UpgradedConnection> {
   if (o.dialer && !o.dialer.isDefault) return dialThrough(o, o.dialer);
   const e = o.endpoint;
   const host = e.address?.host ?? e.hostname;
   const port = e.address?.port ?? e.port;
   const socket: Socket = e.secure
-    ? tlsConnect(tlsOptions(e, { host, port }))
+    ? secureConnect(o, { host, port })
     : netConnect({ host, port, allowHalfOpen: true, noDelay: true });
   if (e.secure) socket.setNoDelay(true);
   return upgrade(o, socket, e.secure ? 'secureConnect' : 'connect', o.timeoutMs);
+}
+
+/** tls.connect to the server, offering a kept session when there is one, keeping the ones it gives. */
+function secureConnect(o: ConnectOptions, to: { host: string; port: number } | { socket: Socket }): Socket {
+  const e = o.endpoint;
+  const cache = o.tlsSessions;
+  const key = cache ? cache.keyOf(e) : '';
+  const session = cache?.get(key);
+  const socket = tlsConnect({ ...tlsOptions(e, to), ...(session ? { session } : {}) });
+  if (!cache) return socket;
+  // kept only from a connection whose certificate passed (or that was asked not to check)
+  let pending: Buffer | null = null;
+  let secured = false;
+  const keep = (s: Buffer) => {
+    if (socket.authorized || e.insecure) cache.set(key, s);
+  };
+  socket.on('session', (s: Buffer) => (secured ? keep(s) : (pending = s)));
+  socket.once('secureConnect', () => {
+    secured = true;
+    if (pending) keep(pending);
+    pending = null;
+  });
+  return socket;
 }
 
 /** TLS client options of the connection to a wssserver (over `to`: a host and port, or a connected socket). */
@@ -77,24 +154,28 @@ function tlsOptions(e: ServerEndpoint, to: { host: string; port: number } | { so
 }
 
 /** Through the --dialWith* dialer: the TCP connection first (its time counts), then TLS and the upgrade. */
-async function dialThrough(o: DialOptions, dialer: Dialer): Promise<OpenTunnel> {
+async function dialThrough(o: ConnectOptions, dialer: Dialer): Promise<UpgradedConnection> {
   const e = o.endpoint;
   const started = Date.now();
   const tcp = await dialer.connectTcp({ host: e.address?.host ?? e.hostname, port: e.address?.port ?? e.port }, { timeoutMs: o.timeoutMs });
+  if (o.signal?.aborted) {
+    tcp.destroy();
+    throw aborted(e);
+  }
   const left = Math.max(1, o.timeoutMs - (Date.now() - started));
   if (!e.secure) {
     tcp.resume();
     return upgrade(o, tcp, null, left);
   }
-  const socket = tlsConnect(tlsOptions(e, { socket: tcp }));
+  const socket = secureConnect(o, { socket: tcp });
   socket.setNoDelay(true);
   return upgrade(o, socket, 'secureConnect', left);
 }
 
-/** Send the upgrade once `ready` fires (null: now), read and check the 101, send the client preamble. */
-function upgrade(o: DialOptions, socket: Socket, ready: 'connect' | 'secureConnect' | null, timeoutMs: number): Promise<OpenTunnel> {
+/** Send the upgrade once `ready` fires (null: now), read and check the 101; the socket is left paused. */
+function upgrade(o: ConnectOptions, socket: Socket, ready: 'connect' | 'secureConnect' | null, timeoutMs: number): Promise<UpgradedConnection> {
   const e = o.endpoint;
-  return new Promise<OpenTunnel>((resolve, reject) => {
+  return new Promise<UpgradedConnection>((resolve, reject) => {
     const key = newWebSocketKey(o.random);
     let head: Buffer = Buffer.alloc(0);
     let settled = false;
@@ -102,9 +183,16 @@ function upgrade(o: DialOptions, socket: Socket, ready: 'connect' | 'secureConne
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       reject(toBrookError(err));
     };
+    const onAbort = () => fail(aborted(e));
+    if (o.signal?.aborted) {
+      queueMicrotask(onAbort);
+    } else {
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+    }
     const timer = setTimeout(
       () => fail(new BrookError(ErrorCodes.TIMEOUT, `no upgrade from ${e.hostPort} within ${o.timeoutMs} ms`)),
       timeoutMs,
@@ -126,16 +214,19 @@ function upgrade(o: DialOptions, socket: Socket, ready: 'connect' | 'secureConne
       if (!parsed) return;
       settled = true;
       clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
       socket.removeListener('data', onData);
       socket.removeListener('error', fail);
       socket.removeAllListeners('end');
       socket.pause();
-      const codec = createClientCodec({ ...o, network: o.network, destination: o.destination });
-      socket.write(codec.hello());
-      resolve({ socket, codec, leftover: head.subarray(parsed.headLength) });
+      resolve({ socket, leftover: head.subarray(parsed.headLength) });
     };
     socket.on('data', onData);
   });
+}
+
+function aborted(e: ServerEndpoint): BrookError {
+  return new BrookError(ErrorCodes.CLOSED, `connect to ${e.hostPort} aborted`);
 }
 
 function isIpLiteral(h: string): boolean {

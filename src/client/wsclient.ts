@@ -20,7 +20,7 @@ import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { createHttpProxyServer } from '../httpproxy/server.js';
 import { createLogger, rateLimitLogger, type Logger, type RateLimitedLogger } from '../log.js';
-import { Relay } from '../net/relay.js';
+import { startRelay, type RelayLike } from '../net/splice.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { parseListen } from '../net/listen.js';
 import { type Address, formatAddress } from '../protocol/address.js';
@@ -30,7 +30,9 @@ import type { ClientCodec } from '../protocol/session.js';
 import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
 import { checkKeepalive, tunnelTransform } from '../server/tunnel.js';
 import { createSocks5Server, type Socks5Server, type UdpAssociation } from '../socks5/server.js';
-import { DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint } from './dial.js';
+import { connectUpgraded, DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint, startPooled } from './dial.js';
+import { TunnelPool } from './pool.js';
+import { TlsSessionCache } from './tls-session.js';
 import { TunnelDuplex } from './duplex.js';
 
 export interface WsClientOptions {
@@ -66,6 +68,13 @@ export interface WsClientOptions {
   metrics?: Metrics;
   now?: Clock;
   backend?: AeadBackend;
+  /**
+   * Prewarmed tunnels (src/client/pool.ts): keep `size` upgraded connections ready (0 or
+   * absent = off), each retired `maxIdleMs` after its 101. The CLI turns it on by default.
+   */
+  pool?: { size: number; maxIdleMs?: number; backoffMinMs?: number; backoffMaxMs?: number };
+  /** wss: resume TLS sessions (src/client/tls-session.ts). The CLI turns it on by default. */
+  tlsResume?: boolean;
 }
 
 export const DEFAULT_SOCKS5_LISTEN = '127.0.0.1:1080';
@@ -94,16 +103,36 @@ export const UDP_FLOW_MAX_LOGGED_DROPS = 3;
 export class WsClient {
   readonly socks: Socks5Server;
   private http: ReturnType<typeof createHttpProxyServer> | null = null;
-  private readonly relays = new Set<Relay>();
+  private readonly relays = new Set<RelayLike>();
   private readonly flows = new Map<string, UdpFlow>();
   /** Per-connection lines (rate-limited, see the top of this file). */
   private readonly log: RateLimitedLogger;
   readonly stats = { tunnels: 0, tunnelFailures: 0, udpDropped: 0 };
   private readonly metrics: Metrics;
+  /** Prewarmed tunnels (null: off). */
+  readonly pool: TunnelPool | null;
+  /** wss: kept TLS sessions (null: off). */
+  readonly tlsSessions: TlsSessionCache | null;
 
   constructor(private readonly o: WsClientOptions) {
     if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
     checkKeepalive(o.keepalive, o.withoutBrookProtocol);
+    this.tlsSessions = o.tlsResume && o.endpoint.secure ? new TlsSessionCache() : null;
+    const p = o.pool;
+    this.pool =
+      p && p.size > 0
+        ? new TunnelPool({
+            ...p,
+            connect: (signal) =>
+              connectUpgraded({
+                endpoint: o.endpoint,
+                timeoutMs: o.tunnelTimeoutMs ?? DEFAULT_TUNNEL_TIMEOUT_MS,
+                dialer: o.dialer,
+                tlsSessions: this.tlsSessions ?? undefined,
+                signal,
+              }),
+          })
+        : null;
     this.metrics = o.metrics ?? noMetrics;
     // bytes of open tunnels, read at scrape time (the relay's plain side is the application: up is up)
     this.metrics.liveBytes(() => {
@@ -136,7 +165,9 @@ export class WsClient {
               t.socket.destroy();
               return;
             }
-            const relay = new Relay(local, t.socket, tunnelTransform(t.codec), {
+            // withoutBrookProtocol TCP is raw bytes both ways: spliced in the kernel when it can be (src/net/splice.ts)
+            const relay = startRelay(local, t.socket, tunnelTransform(t.codec), {
+              splice: o.withoutBrookProtocol === true,
               idleTimeoutMs: (o.tcpTimeout ?? 0) * 1000,
               keepaliveMs: (o.keepalive ?? 0) * 1000,
               initialTunnel: t.leftover,
@@ -168,7 +199,8 @@ export class WsClient {
 
   private dial(network: 'tcp' | 'udp', destination: Address) {
     this.stats.tunnels++;
-    return dialTunnel({
+    const pooled = this.pool?.take();
+    const opts = {
       endpoint: this.o.endpoint,
       password: this.o.password,
       withoutBrookProtocol: this.o.withoutBrookProtocol,
@@ -180,7 +212,10 @@ export class WsClient {
       destination,
       timeoutMs: this.o.tunnelTimeoutMs ?? DEFAULT_TUNNEL_TIMEOUT_MS,
       dialer: this.o.dialer,
-    }).then((t) => {
+      tlsSessions: this.tlsSessions ?? undefined,
+    };
+    // a pooled connection only needs its preamble (fresh nonce and time, made now)
+    return (pooled ? startPooled(pooled, opts) : dialTunnel(opts)).then((t) => {
       this.metrics.tunnelOpened(network);
       return t;
     }).catch((e: unknown) => {
@@ -310,6 +345,7 @@ export class WsClient {
 
   async listen(): Promise<void> {
     await this.socks.listen();
+    this.pool?.start();
     if (this.o.http) {
       const h = parseListen(this.o.http);
       this.http = createHttpProxyServer({
@@ -335,6 +371,7 @@ export class WsClient {
   }
 
   async close(graceMs = 0): Promise<void> {
+    this.pool?.close();
     const closing = [this.socks.close(), this.http?.close()];
     if (graceMs > 0 && this.relays.size > 0) {
       const deadline = Date.now() + graceMs;

@@ -25,7 +25,7 @@ import type { DestinationPolicy } from '../policy/index.js';
 import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import { createServerCodec, type SessionOptions } from '../protocol/session.js';
-import { Relay } from '../net/relay.js';
+import { startRelay, type RelayLike } from '../net/splice.js';
 import { resetSocket } from '../net/reset.js';
 import type { ReplayGuard, ReplayVerdict } from './replay.js';
 import { UdpFlow } from './udpflow.js';
@@ -105,7 +105,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   const closed = new Promise<void>((r) => (resolveClosed = r));
   const codec = createServerCodec(o);
   const early: Buffer[] = [];
-  let relay: Relay | null = null;
+  let relay: RelayLike | null = null;
   let udp: UdpFlow | null = null;
   let finished = false;
   let header: FirstPayload | null = null;
@@ -132,7 +132,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     if (how === 'rst') resetSocket(socket);
     else socket.destroy();
     if (opened) metrics.tunnelClosed(opened, stats());
-    else if (!header && err) metrics.handshakeFailed(handshakeFailureReason(err));
+    // an upgraded connection the client closed without a byte (e.g. a retired prewarmed one) is no failure
+    else if (!header && err && !(received === 0 && err.code === ErrorCodes.CLOSED)) metrics.handshakeFailed(handshakeFailureReason(err));
     // failed handshakes, blocked destinations and dials without descriptors come in floods: the rate-limited log
     const limited = !header || err?.code === ErrorCodes.BLOCKED || err?.code === ErrorCodes.OUT_OF_RESOURCES;
     if (err && err.code !== ErrorCodes.CLOSED) log(err, extra, limited ? (o.handshakeLog ?? o.log) : o.log);
@@ -268,10 +269,23 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   const open = (h: FirstPayload, host: string) => {
     opened = h.network;
     metrics.tunnelOpened(h.network);
+    if (h.network === 'tcp') {
+      dialTcp(h, host);
+      return;
+    }
+    sendHello();
+    startUdp(h, host);
+  };
+
+  /**
+   * Our answer's first bytes (the server nonce; nothing without Brook protocol). For TCP they go out once the
+   * destination is connected, as upstream's first write does: a refused dial then resets a tunnel that has
+   * received nothing, which the client reads as ECONNRESET for sure (bytes waiting unread would let Node report
+   * the reset as a plain end).
+   */
+  const sendHello = () => {
     const hello = codec.accept();
     if (hello.length > 0) socket.write(hello);
-    if (h.network === 'tcp') dialTcp(h, host);
-    else startUdp(h, host);
   };
 
   const dialTcp = (h: FirstPayload, host: string) => {
@@ -283,7 +297,11 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
           return;
         }
         remote.setNoDelay(true);
-        relay = new Relay(remote, socket, tunnelTransform(codec), {
+        sendHello();
+        // withoutBrookProtocol TCP is raw bytes both ways: spliced in the kernel when it can be
+        // (src/net/splice.ts; never over wss, never in Brook mode)
+        relay = startRelay(remote, socket, tunnelTransform(codec), {
+          splice: o.withoutBrookProtocol === true,
           idleTimeoutMs: o.tcpTimeout * 1000,
           keepaliveMs: o.keepaliveMs,
           initialPlain: early.splice(0),

@@ -2,10 +2,13 @@
  * Plain SOCKS5 pass-through: CONNECT dials the destination directly, UDP
  * datagrams are sent directly from one UDP socket per (association,
  * destination). No encryption; the baseline for benchmarks and the way to
- * test the SOCKS5 layer on its own.
+ * test the SOCKS5 layer on its own. CONNECT tunnels are spliced in the kernel when they can be
+ * (src/net/splice.ts); `splice: false` (or BROOK_TS_SPLICE=0) keeps them in the JS Relay, the
+ * benchmark's JS pass-through row.
  */
 import net from 'node:net';
-import { PLAIN_TRANSFORM, Relay } from '../net/relay.js';
+import { PLAIN_TRANSFORM } from '../net/relay.js';
+import { startRelay } from '../net/splice.js';
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
@@ -30,6 +33,8 @@ export interface DirectSocks5Options
   /** A per-destination UDP socket is closed after this long without traffic. */
   udpIdleTimeoutMs?: number;
   maxUdpFlowsPerAssociation?: number;
+  /** Splice CONNECT tunnels when possible (default true; false: relay them in JS). */
+  splice?: boolean;
 }
 
 interface Flow {
@@ -98,7 +103,7 @@ export function createDirectSocks5(opts: DirectSocks5Options): Socks5Server {
         upstream.destroy();
         return;
       }
-      new Relay(client, upstream, PLAIN_TRANSFORM);
+      startRelay(client, upstream, PLAIN_TRANSFORM, { splice: opts.splice !== false });
     });
   }
 
@@ -182,6 +187,6 @@ export function createDirectSocks5(opts: DirectSocks5Options): Socks5Server {
     for (const [key, flow] of [...flows]) closeFlow(flows, key, flow);
   }
 
-  const { connectTimeoutMs: _c, udpIdleTimeoutMs: _u, maxUdpFlowsPerAssociation: _m, ...serverOpts } = opts;
+  const { connectTimeoutMs: _c, udpIdleTimeoutMs: _u, maxUdpFlowsPerAssociation: _m, splice: _s, ...serverOpts } = opts;
   return createSocks5Server({ ...serverOpts, onConnect, onUdpDatagram, onUdpAssociationClosed });
 }

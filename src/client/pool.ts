@@ -1,0 +1,251 @@
+/**
+ * Prewarmed tunnels (client): a few connections to the server kept ready
+ * past the 101, so a new tunnel (SOCKS5 CONNECT, HTTP proxy request, UDP
+ * flow) only has to send its preamble. protocol/prewarm.md has what the
+ * server sees.
+ *
+ *   connect (TCP, TLS) -> upgrade -> 101 -> idle in the pool -> take():
+ *   startTunnel() writes the fresh nonce + first fragment (src/client/dial.ts)
+ *
+ * Rules:
+ * - Nothing of a tunnel is prepared ahead: the pool holds upgraded
+ *   connections, never a preamble (nonce and header time are made at take()).
+ * - At most `size` idle connections, and at most `size` minus the idle ones
+ *   being opened.
+ * - An idle connection is read (flowing) so that the server's FIN or RST, or
+ *   any byte (a Brook server sends nothing before the client's preamble), is
+ *   seen: such a connection is dropped and replaced, never handed out. At
+ *   take() the connection is checked again (destroyed, ended, reset while the
+ *   event is still queued, older than maxIdleMs).
+ * - maxIdleMs after its 101 an idle connection is retired (closed with an RST
+ *   over TCP, a plain close over TLS) and replaced: servers close silent
+ *   upgraded connections (ours after --probeTimeout, 30 s by default).
+ * - Refill in the background after every take and every drop. A failed
+ *   connect, or a connection the server closes within MIN_HEALTHY_IDLE_MS,
+ *   backs off: backoffMinMs doubling up to backoffMaxMs, one attempt at a
+ *   time, until a connect succeeds. take() never waits: an empty pool means
+ *   the caller dials as without a pool.
+ * - Dormant: with no take() for dormantMs the pool is not refilled (a client
+ *   left alone stops opening connections); the next take() wakes it.
+ * - close() aborts connects under way and closes every idle connection.
+ */
+import type { Socket } from 'node:net';
+import { endWasReset, resetSocket } from '../net/reset.js';
+import type { UpgradedConnection } from './dial.js';
+
+/** Idle connections kept by default (per client process: each --workers worker has its own pool). */
+export const DEFAULT_POOL_SIZE = 4;
+/** Default maximum idle age (ms): well under the server's --probeTimeout (30 s). */
+export const DEFAULT_POOL_MAX_IDLE_MS = 15_000;
+/** First wait after a failed connect (ms), doubled per failure... */
+export const DEFAULT_POOL_BACKOFF_MIN_MS = 250;
+/** ...up to this (ms). */
+export const DEFAULT_POOL_BACKOFF_MAX_MS = 30_000;
+/** No take() for this long (ms): stop refilling until the next one. */
+export const DEFAULT_POOL_DORMANT_MS = 5 * 60_000;
+/** A connection the server closes younger than this (ms) counts as a failed connect (backoff). */
+export const MIN_HEALTHY_IDLE_MS = 500;
+
+export interface PoolOptions {
+  /** Idle connections to keep (> 0). */
+  size: number;
+  maxIdleMs?: number;
+  /** Open one upgraded connection; abort when the signal fires. */
+  connect: (signal: AbortSignal) => Promise<UpgradedConnection>;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  dormantMs?: number;
+  now?: () => number;
+}
+
+interface Idle {
+  socket: Socket;
+  /** When it joined the pool (its 101). */
+  since: number;
+  /** Remove our listeners and timer; pause. */
+  detach(): void;
+}
+
+export interface PoolStats {
+  /** Tunnels that took a pooled connection. */
+  hits: number;
+  /** Tunnels that found the pool empty. */
+  misses: number;
+  /** Connections opened into the pool. */
+  opened: number;
+  /** Connects that failed. */
+  failed: number;
+  /** Connections retired at maxIdleMs. */
+  expired: number;
+  /** Connections the server closed (or wrote to) while idle. */
+  lost: number;
+}
+
+export class TunnelPool {
+  private readonly idle: Idle[] = [];
+  private connecting = 0;
+  /** Failures since the last good connect (0: no backoff). */
+  private failures = 0;
+  private backoff: NodeJS.Timeout | null = null;
+  private closed = false;
+  private lastUse: number;
+  private readonly abort = new AbortController();
+  readonly stats: PoolStats = { hits: 0, misses: 0, opened: 0, failed: 0, expired: 0, lost: 0 };
+  private readonly now: () => number;
+  private readonly maxIdleMs: number;
+
+  constructor(private readonly o: PoolOptions) {
+    if (!Number.isInteger(o.size) || o.size < 1) throw new RangeError(`pool size must be a positive whole number, got ${o.size}`);
+    this.now = o.now ?? Date.now;
+    this.maxIdleMs = o.maxIdleMs ?? DEFAULT_POOL_MAX_IDLE_MS;
+    this.lastUse = this.now();
+  }
+
+  /** Begin filling. */
+  start(): void {
+    this.lastUse = this.now();
+    this.fill();
+  }
+
+  /** Idle connections ready now. */
+  get size(): number {
+    return this.idle.length;
+  }
+
+  /** Connects under way. */
+  get pending(): number {
+    return this.connecting;
+  }
+
+  /** A live upgraded connection (paused, our listeners removed), or null: dial as without a pool. */
+  take(): UpgradedConnection | null {
+    if (this.closed) return null;
+    this.lastUse = this.now();
+    let got: Idle | undefined;
+    while ((got = this.idle.shift())) {
+      got.detach();
+      if (this.usable(got)) break;
+      this.stats.lost++;
+      got.socket.destroy();
+    }
+    if (got) this.stats.hits++;
+    else this.stats.misses++;
+    this.fill();
+    return got ? { socket: got.socket, leftover: Buffer.alloc(0) } : null;
+  }
+
+  private usable(c: Idle): boolean {
+    const s = c.socket;
+    if (s.destroyed || s.readableEnded || !s.writable) return false;
+    if (this.now() - c.since >= this.maxIdleMs) return false;
+    // a reset the kernel has and the event loop has not delivered yet
+    return !endWasReset(s);
+  }
+
+  private fill(): void {
+    if (this.closed || this.backoff) return;
+    if (this.now() - this.lastUse > (this.o.dormantMs ?? DEFAULT_POOL_DORMANT_MS)) return;
+    let want = this.o.size - this.idle.length - this.connecting;
+    // backing off: one attempt at a time until one succeeds
+    if (this.failures > 0) want = Math.min(want, this.connecting === 0 ? 1 : 0);
+    for (let i = 0; i < want; i++) this.open();
+  }
+
+  private open(): void {
+    this.connecting++;
+    this.o.connect(this.abort.signal).then(
+      (u) => {
+        this.connecting--;
+        if (this.closed || this.idle.length >= this.o.size) {
+          u.socket.destroy();
+          return;
+        }
+        this.stats.opened++;
+        // a server that speaks before our preamble is not one a tunnel can use
+        if (u.leftover.length > 0) {
+          this.stats.lost++;
+          u.socket.destroy();
+          this.failed();
+          return;
+        }
+        this.failures = 0;
+        this.park(u.socket);
+        this.fill();
+      },
+      () => {
+        this.connecting--;
+        if (this.closed) return;
+        this.stats.failed++;
+        this.failed();
+      },
+    );
+  }
+
+  /** One more failure: wait (doubling, bounded), then try again. */
+  private failed(): void {
+    this.failures++;
+    if (this.closed || this.backoff) return;
+    const min = this.o.backoffMinMs ?? DEFAULT_POOL_BACKOFF_MIN_MS;
+    const max = this.o.backoffMaxMs ?? DEFAULT_POOL_BACKOFF_MAX_MS;
+    const wait = Math.min(max, min * 2 ** Math.min(this.failures - 1, 30));
+    this.backoff = setTimeout(() => {
+      this.backoff = null;
+      this.fill();
+    }, wait);
+    this.backoff.unref();
+  }
+
+  private park(socket: Socket): void {
+    const since = this.now();
+    const entry: Idle = { socket, since, detach: () => undefined };
+    const drop = (why: 'expired' | 'lost') => {
+      const i = this.idle.indexOf(entry);
+      if (i < 0) return;
+      this.idle.splice(i, 1);
+      entry.detach();
+      if (why === 'expired') {
+        this.stats.expired++;
+        // over TCP an RST frees the server's side at once; over TLS a plain close (src/net/reset.ts)
+        resetSocket(socket);
+      } else {
+        this.stats.lost++;
+        socket.destroy();
+        if (this.now() - since < MIN_HEALTHY_IDLE_MS) {
+          this.failed();
+          return;
+        }
+      }
+      this.fill();
+    };
+    const lost = () => drop('lost');
+    const timer = setTimeout(() => drop('expired'), this.maxIdleMs);
+    timer.unref();
+    socket.on('data', lost);
+    socket.on('end', lost);
+    socket.on('error', lost);
+    socket.on('close', lost);
+    entry.detach = () => {
+      clearTimeout(timer);
+      socket.off('data', lost);
+      socket.off('end', lost);
+      socket.off('error', lost);
+      socket.off('close', lost);
+      socket.pause();
+    };
+    this.idle.push(entry);
+    socket.resume();
+  }
+
+  /** Stop: abort connects under way, close every idle connection; take() returns null from now on. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.backoff) clearTimeout(this.backoff);
+    this.backoff = null;
+    this.abort.abort();
+    for (const c of this.idle.splice(0)) {
+      c.detach();
+      resetSocket(c.socket);
+    }
+  }
+}
