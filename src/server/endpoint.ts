@@ -80,7 +80,7 @@ export const DEFAULT_PATH = '/ws';
 export type UpgradeVerdict =
   | { tunnel: true; key: string }
   | { tunnel: false; why: 'path' }
-  | { tunnel: false; why: 'request'; status: number; headers?: Record<string, string> };
+  | { tunnel: false; why: 'request'; status: number };
 
 /** What the front door knows about a connection beyond the request. */
 export interface AcceptContext {
@@ -168,7 +168,7 @@ export class TunnelEndpoint {
       return { tunnel: false, why: 'path' };
     }
     const c = checkUpgradeRequest(req.method ?? '', req.headers);
-    if (!c.ok) return { tunnel: false, why: 'request', status: c.status, ...(c.headers ? { headers: c.headers } : {}) };
+    if (!c.ok) return { tunnel: false, why: 'request', status: c.status };
     return { tunnel: true, key: c.key };
   }
 

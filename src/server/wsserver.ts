@@ -67,19 +67,30 @@ const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 404: 'Not Foun
 /** Go's own answer to a request it cannot parse (net/http, before any handler: no Server, no Date). */
 const GO_PARSE_ERROR = 'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request';
 
+/** Upstream's handler headers for each non-tunnel answer, in Go's (sorted) order, and its body. */
+const UPSTREAM_ANSWERS: Record<400 | 404 | 405, { headers: [string, string][]; body: string }> = {
+  400: {
+    headers: [
+      ['Content-Type', 'text/plain; charset=utf-8'],
+      ['Sec-Websocket-Version', '13'],
+      ['Server', 'nginx'],
+      ['X-Content-Type-Options', 'nosniff'],
+    ],
+    body: 'Bad Request\n',
+  },
+  404: { headers: [['Server', 'nginx']], body: '' },
+  405: { headers: [['Server', 'nginx']], body: '' },
+};
+
 /**
  * The answer to a refused upgrade, written on the raw socket (Node has detached it from its HTTP parser), with
  * upstream's headers in upstream's order (see answerLikeUpstream) plus Connection: close where Go puts it, since
  * this connection is closed after the answer.
  */
 function rawResponse(status: 400 | 404 | 405): string {
-  const body = status === 400 ? 'Bad Request\n' : '';
-  const handler =
-    status === 400
-      ? 'Content-Type: text/plain; charset=utf-8\r\nSec-Websocket-Version: 13\r\nServer: nginx\r\nX-Content-Type-Options: nosniff\r\n'
-      : 'Server: nginx\r\n';
+  const { headers, body } = UPSTREAM_ANSWERS[status];
   return (
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${handler}Connection: close\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}Connection: close\r\n` +
     `Date: ${new Date().toUTCString()}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
   );
 }
@@ -92,13 +103,8 @@ function rawResponse(status: 400 | 404 | 405): string {
  * the header (and without Node's Keep-Alive: timeout=N, a Node fingerprint); Node adds Content-Length last.
  */
 export function answerLikeUpstream(res: ServerResponse, status: 400 | 404 | 405): void {
-  const body = status === 400 ? 'Bad Request\n' : '';
-  if (status === 400) {
-    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-    res.setHeader('Sec-Websocket-Version', '13');
-  }
-  res.setHeader('Server', 'nginx');
-  if (status === 400) res.setHeader('X-Content-Type-Options', 'nosniff');
+  const { headers, body } = UPSTREAM_ANSWERS[status];
+  for (const [k, v] of headers) res.setHeader(k, v);
   // Go's extra headers come in this order: Connection (only when closing), Date, Content-Length (Node's, last)
   if (/(^|,)\s*close\s*(,|$)/i.test(String(res.req?.headers.connection ?? ''))) res.setHeader('Connection', 'close');
   else res.removeHeader('Connection');
