@@ -33,12 +33,12 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import dgram from 'node:dgram';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderChart } from './chart.js';
 import { startDelayRelay } from './delay.js';
+import { freePort } from './hostile/base.js';
 import { cpuSeconds, rssKiB, tree } from './proc.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -161,24 +161,6 @@ async function waitPort(port: number, cp: ChildProcess): Promise<void> {
     await sleep(100);
   }
   throw new Error(`nothing listening on ${port} after ${READY_TIMEOUT_MS} ms`);
-}
-
-/** A port free for both TCP and UDP on 127.0.0.1. */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((r) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => r(p));
-      });
-    });
-    const udpOk = await new Promise<boolean>((r) => {
-      const u = dgram.createSocket('udp4');
-      u.once('error', () => r(false));
-      u.bind(port, '127.0.0.1', () => u.close(() => r(true)));
-    });
-    if (udpOk) return port;
-  }
 }
 
 // ---------------------------------------------------------------- probe
