@@ -8,15 +8,18 @@
  *        \                                     remaining < renewBefore
  *         `--no--> order (acme-client auto, HTTP-01) --fail--> 'error' (ACME_FAILED),
  *                                                   retry with exponential backoff
+ *
+ * The CA conversation itself (account, order, the agent and its errors) is src/tls/acme-order.ts;
+ * this file keeps the cache, the renewal schedule and the HTTP-01 answers.
  */
 
 import { EventEmitter } from 'node:events';
-import https from 'node:https';
 import type http from 'node:http';
 import { constants as fsConstants } from 'node:fs';
 import { access, chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import * as acme from 'acme-client';
+import { AcmeOrderer, createAccountKey } from './acme-order.js';
 import { BrookError, ErrorCodes } from '../errors.js';
 import { checkKeyPair, readCertInfo } from './certfiles.js';
 import { ACME_CHALLENGE_PREFIX } from './constants.js';
@@ -97,8 +100,6 @@ export interface CurrentCert {
   serialNumber: string;
 }
 
-type HttpRequestFn = (url: string, method: string, opts?: Record<string, unknown>) => Promise<unknown>;
-
 const DOMAIN_RE = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 interface Waiter {
@@ -112,11 +113,8 @@ export class CertManager extends EventEmitter {
   readonly cacheDir: string;
   private readonly opts: AcmeOptions;
   private readonly now: () => number;
-  private readonly agent: https.Agent;
-  /** Last socket error on this manager's agent: acme-client 5.4 loses it once retries are exhausted. */
-  private lastNetError: Error | null = null;
-  /** Account URL at this.directoryUrl, once known (memory only). */
-  private accountUrl: string | null = null;
+  /** The CA conversation (src/tls/acme-order.ts); it fills `tokens` while an order is pending. */
+  private readonly orderer: AcmeOrderer;
   private readonly tokens = new Map<string, string>();
   private cur: CurrentCert | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -138,15 +136,19 @@ export class CertManager extends EventEmitter {
     this.directoryUrl = resolveDirectoryUrl(opts.directoryUrl);
     this.cacheDir = resolve(opts.cacheDir ?? DEFAULT_CACHE_DIR);
     this.now = opts.now ?? Date.now;
-    // One agent per manager: the CA bundle (if any) applies to this manager's ACME
-    // requests only; without it Node's default root store is used.
-    this.agent = new https.Agent({ keepAlive: false, ...(opts.caBundle !== undefined ? { ca: opts.caBundle } : {}) });
-    const createConnection = this.agent.createConnection.bind(this.agent) as (...a: unknown[]) => NodeJS.EventEmitter;
-    (this.agent as unknown as { createConnection: unknown }).createConnection = (...a: unknown[]) => {
-      const socket = createConnection(...a);
-      socket.once('error', (e: Error) => (this.lastNetError = e));
-      return socket;
-    };
+    this.orderer = new AcmeOrderer(
+      {
+        domain,
+        directoryUrl: this.directoryUrl,
+        email: opts.email,
+        caBundle: opts.caBundle,
+        requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+        pollIntervalMs: opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS,
+        skipChallengeVerification: opts.skipChallengeVerification ?? false,
+        log: (msg) => this.log('info', msg),
+      },
+      this.tokens,
+    );
   }
 
   /** Serves GET/HEAD /.well-known/acme-challenge/<token> while an order is pending; 404 otherwise. */
@@ -240,7 +242,7 @@ export class CertManager extends EventEmitter {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.agent.destroy();
+    this.orderer.close();
     const err = new BrookError(ErrorCodes.CLOSED, 'CertManager stopped');
     for (const w of this.waiters) w.reject(err);
     this.waiters.clear();
@@ -299,7 +301,7 @@ export class CertManager extends EventEmitter {
       this.schedule(this.nextCheckDelay());
     } catch (e) {
       if (this.stopped) return;
-      this.accountUrl = null; // look the account up again next time (it may be gone, e.g. another CA)
+      this.orderer.forgetAccount(); // look the account up again next time (it may be gone, e.g. another CA)
       this.failures++;
       const retry = this.opts.retry ?? DEFAULT_RETRY;
       const delay = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(this.failures - 1, 30));
@@ -377,79 +379,16 @@ export class CertManager extends EventEmitter {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
-    const key = await acme.crypto.createPrivateEcdsaKey();
+    const key = await createAccountKey();
     await this.writePrivate(file, key.toString());
     this.log('info', `created ACME account key ${file}`);
     return key;
   }
 
-  private client(accountKey: Buffer): acme.Client {
-    const client = new acme.Client({
-      directoryUrl: this.directoryUrl,
-      accountKey,
-      accountUrl: this.accountUrl ?? undefined,
-      backoffMin: this.opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS,
-    });
-    // acme-client 5.4 sends every ACME request through client.http.request() on the
-    // process-wide acme.axios instance; wrap it on this client only so the CA bundle
-    // and the timeout never touch acme.axios defaults.
-    const httpClient = (client as unknown as { http?: { request?: HttpRequestFn } }).http;
-    if (!httpClient || typeof httpClient.request !== 'function') {
-      throw new BrookError(ErrorCodes.INTERNAL, 'acme-client internals changed: Client.http.request not found');
-    }
-    const original = httpClient.request.bind(httpClient);
-    const timeout = this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    httpClient.request = async (url, method, o = {}) => {
-      this.lastNetError = null;
-      try {
-        return await original(url, method, Object.assign(o, { timeout, httpsAgent: this.agent }));
-      } catch (e) {
-        // When acme-client gives up on a request that got no response (refused, reset,
-        // timeout) its interceptor throws a TypeError instead of the network error.
-        if ((e as { isAxiosError?: boolean })?.isAxiosError && (e as { response?: unknown }).response) throw e;
-        const net = this.lastNetError as NodeJS.ErrnoException | null;
-        const why = net ? net.message : (e as { code?: string })?.code === 'ECONNABORTED' || e instanceof TypeError
-          ? `no response (network error or timeout after ${timeout} ms)`
-          : (e as Error)?.message ?? String(e);
-        throw new Error(`${method.toUpperCase()} ${url}: ${why}`, { cause: net ?? e });
-      }
-    };
-    return client;
-  }
-
   private async obtain(): Promise<CurrentCert> {
     await mkdir(this.cacheDir, { recursive: true, mode: CACHE_DIR_MODE });
-    const client = this.client(await this.accountKey());
-    if (!this.accountUrl) {
-      // Look the key's account up first: acme-client's auto() would "update" an existing
-      // account with {termsOfServiceAgreed}, which pebble (RFC 8555 strictly) refuses.
-      try {
-        await client.createAccount({ onlyReturnExisting: true });
-      } catch {
-        await client.createAccount({
-          termsOfServiceAgreed: true,
-          ...(this.opts.email ? { contact: [`mailto:${this.opts.email}`] } : {}),
-        });
-      }
-      this.accountUrl = client.getAccountUrl();
-    }
-    const [key, csr] = await acme.crypto.createCsr(
-      { commonName: this.domain, altNames: [this.domain] },
-      await acme.crypto.createPrivateEcdsaKey(),
-    );
-    this.log('info', `ordering certificate for ${this.domain} from ${this.directoryUrl}`);
-    const cert = await client.auto({
-      csr,
-      challengePriority: ['http-01'],
-      skipChallengeVerification: this.opts.skipChallengeVerification ?? false,
-      challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
-        if (challenge.type === 'http-01') this.tokens.set(challenge.token, keyAuthorization);
-      },
-      challengeRemoveFn: async (_authz, challenge) => {
-        if (challenge.type === 'http-01') this.tokens.delete(challenge.token);
-      },
-    });
-    const fresh = this.validate(cert, key.toString(), `ACME certificate from ${this.directoryUrl}`);
+    const got = await this.orderer.order(await this.accountKey());
+    const fresh = this.validate(got.cert, got.key, `ACME certificate from ${this.directoryUrl}`);
     if (!fresh) throw new Error('the CA returned a certificate that does not fit this domain and key');
     // key first: a crash between the two writes leaves a mismatching pair, which the cache rejects.
     await this.writePrivate(this.keyFile(), fresh.key);
