@@ -4,31 +4,15 @@
  * relayed by the worker that holds it, on that worker's own announced port), and
  * SIGTERM stops the primary and every worker within the grace period.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliProcess, freePort, startCli, stopAllClis, stopCli } from './helpers/cli.js';
+import { childPids, type CliProcess, freePort, startCli, stopAllClis, stopCli } from './helpers/cli.js';
 import { socksConnect, readExactly, sleep } from './helpers/net.js';
 import { Socks5UdpClient, startUdpEcho, type UdpResponder } from './helpers/udp.js';
 import { parseWorkers } from '../src/cluster.js';
 
 const WORKERS = 2;
 const PASSWORD = 'cluster-pass';
-
-/** Child pids of `pid` (from /proc). */
-function children(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 function alive(pid: number): boolean {
   try {
@@ -87,8 +71,8 @@ describe('--workers 2 (wsserver and wsclient)', () => {
   });
 
   it('forks the workers', () => {
-    expect(children(server.pid)).toHaveLength(WORKERS);
-    expect(children(client.pid)).toHaveLength(WORKERS);
+    expect(childPids(server.pid)).toHaveLength(WORKERS);
+    expect(childPids(client.pid)).toHaveLength(WORKERS);
   });
 
   it('carries TCP connections through the workers', async () => {
@@ -126,7 +110,7 @@ describe('--workers 2 (wsserver and wsclient)', () => {
 
   it('SIGTERM stops the primary and its workers', async () => {
     for (const p of [client, server]) {
-      const kids = children(p.pid);
+      const kids = childPids(p.pid);
       const r = await stopCli(p, 5000);
       expect(r.code).toBe(0);
       await waitFor(() => kids.every((k) => !alive(k)), 5000, 'workers to exit');

@@ -8,24 +8,9 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../src/errors.js';
-import { type CliProcess, startCli, stopCli } from './helpers/cli.js';
+import { childPids, type CliProcess, startCli, stopCli } from './helpers/cli.js';
 import { LOOPBACK, PASSWORD, sleep, waitFor } from './helpers/net.js';
 import { expectSilentRefusal, recordTunnel, replay, type ReplayResult, REPLAY_SPREAD_MS, REPLAYS, startEcho } from './helpers/replay.js';
-
-/** Child pids of `pid`. */
-function children(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 /** Inode of the server side of the 127.0.0.1 connection serverPort <- clientPort (/proc/net/tcp). */
 function serverSocketInode(serverPort: number, clientPort: number): string | null {
@@ -77,7 +62,7 @@ describe('replays across --workers 2 (CLI)', () => {
   });
 
   it('a replay is refused whichever worker it lands on', async () => {
-    const workers = children(server.pid);
+    const workers = childPids(server.pid);
     expect(workers).toHaveLength(2);
     let originalWorker: number | null = null;
     const rec = await recordTunnel(port, echo.port, (p) => {
