@@ -5,6 +5,8 @@
  * contender.
  *
  *   probe.ts tcp  --socks H:P --dir up|down --conns N --mib M   throughput, SHA-256 checked
+ *                [--sender thread|main]                      where the sending side runs: a
+ *                                                            worker_thread (default) or this thread
  *   probe.ts rtt  --socks H:P --count N [--link-delay MS]        connect + first byte latency; with
  *                                                                --link-delay the echo server sits behind
  *                                                                a delay relay (bench/delay.ts, MS each
@@ -15,142 +17,29 @@
  *                                                                open until stdin closes
  *
  * Targets: 'tcp' one byte selects the mode ('u' the target reads M MiB, hashes, answers the 32-byte
- * digest; 'd' the target writes M MiB and ends); 'rtt'/'hold' an echo server; 'udp' an echo socket.
+ * digest; 'd' the target writes M MiB and ends; bench/probe-target.ts); 'rtt'/'hold' an echo
+ * server; 'udp' an echo socket. The bytes: bench/probe-pattern.ts.
+ * Threads of 'tcp': the side that sends runs in a worker_thread (up: the uploading client,
+ * bench/probe-sender.ts; down: the target), the side that receives and hashes in the main
+ * thread, so they are two threads (one thread doing both was the benchmark's ceiling); both
+ * are started before the clock. --sender main: everything in one thread (the probe before).
  */
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { startDelayRelay } from './delay.js';
+import { DIGEST_SIZE, expectedDigest, MIB, pattern, writePattern } from './probe-pattern.js';
+import { ATYP_IPV4, CMD_CONNECT, CMD_UDP_ASSOCIATE, ipv4Bytes, parseHostPort, readN, socksRequest } from './probe-socks.js';
+import { startSenderThread } from './probe-sender.js';
+import { startTcpTarget, startTcpTargetThread } from './probe-target.js';
 
-const MIB = 1024 * 1024;
-/** Size of the repeated data pattern (and of each write). */
-const PATTERN_SIZE = MIB;
-const DIGEST_SIZE = 32;
 const UDP_TIMEOUT_MS = 1000;
-const CONNECT_TIMEOUT_MS = 15_000;
-const SOCKS_VERSION = 5;
-const CMD_CONNECT = 1;
-const CMD_UDP_ASSOCIATE = 3;
-const ATYP_IPV4 = 1;
 
 function arg(name: string, dflt?: string): string {
   const i = process.argv.indexOf(`--${name}`);
   if (i >= 0 && i + 1 < process.argv.length) return process.argv[i + 1]!;
   if (dflt === undefined) throw new Error(`--${name} is required`);
   return dflt;
-}
-
-const pattern = Buffer.alloc(PATTERN_SIZE);
-{
-  // deterministic, incompressible-looking bytes
-  let x = 0x9e3779b9;
-  for (let i = 0; i < PATTERN_SIZE; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    pattern.writeUInt32LE(x >>> 0, i);
-  }
-}
-
-function expectedDigest(mib: number): Buffer {
-  const h = createHash('sha256');
-  for (let i = 0; i < mib; i++) h.update(pattern);
-  return h.digest();
-}
-
-/** Reads exactly n bytes from a socket that is in paused mode (via 'readable'). */
-function readN(s: net.Socket, n: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    let have = 0;
-    const onReadable = () => {
-      for (;;) {
-        const want = n - have;
-        if (want === 0) break;
-        let c: Buffer | null = s.read(Math.min(want, s.readableLength || want));
-        if (c === null) c = s.read();
-        if (c === null) return;
-        if (c.length > want) {
-          s.unshift(c.subarray(want));
-          c = c.subarray(0, want);
-        }
-        parts.push(c);
-        have += c.length;
-      }
-      cleanup();
-      resolve(Buffer.concat(parts, n));
-    };
-    const onEnd = () => {
-      cleanup();
-      reject(new Error(`eof after ${have} of ${n} bytes`));
-    };
-    const onError = (e: Error) => {
-      cleanup();
-      reject(e);
-    };
-    const cleanup = () => {
-      s.removeListener('readable', onReadable);
-      s.removeListener('end', onEnd);
-      s.removeListener('error', onError);
-    };
-    s.on('readable', onReadable);
-    s.on('end', onEnd);
-    s.on('error', onError);
-    onReadable();
-  });
-}
-
-function parseHostPort(hp: string): { host: string; port: number } {
-  const i = hp.lastIndexOf(':');
-  return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) };
-}
-
-function ipv4Bytes(ip: string): Buffer {
-  return Buffer.from(ip.split('.').map(Number));
-}
-
-function tcpConnect(host: string, port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port, noDelay: true });
-    const t = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`connect ${host}:${port} timed out`));
-    }, CONNECT_TIMEOUT_MS);
-    s.once('connect', () => {
-      clearTimeout(t);
-      s.removeAllListeners('error');
-      resolve(s);
-    });
-    s.once('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-  });
-}
-
-/** SOCKS5 no-auth handshake; returns the socket (paused) after the reply and the reply's bound address. */
-async function socksRequest(socks: string, cmd: number, host: string, port: number): Promise<{ s: net.Socket; bound: { host: string; port: number } }> {
-  const p = parseHostPort(socks);
-  const s = await tcpConnect(p.host, p.port);
-  const portBuf = Buffer.alloc(2);
-  portBuf.writeUInt16BE(port, 0);
-  // greeting and request together: every contender accepts the pipelined request
-  s.write(Buffer.concat([Buffer.from([SOCKS_VERSION, 1, 0]), Buffer.from([SOCKS_VERSION, cmd, 0, ATYP_IPV4]), ipv4Bytes(host), portBuf]));
-  const m = await readN(s, 2);
-  if (m[0] !== SOCKS_VERSION || m[1] !== 0) throw new Error(`method reply ${m.toString('hex')}`);
-  const r = await readN(s, 4);
-  if (r[1] !== 0) throw new Error(`request reply code ${r[1]}`);
-  let bhost: string;
-  if (r[3] === ATYP_IPV4) bhost = [...(await readN(s, 4))].join('.');
-  else if (r[3] === 4) {
-    const b = await readN(s, 16);
-    bhost = b.toString('hex').match(/.{4}/g)!.join(':');
-  } else {
-    const l = (await readN(s, 1))[0]!;
-    bhost = (await readN(s, l)).toString();
-  }
-  const bport = (await readN(s, 2)).readUInt16BE(0);
-  return { s, bound: { host: bhost, port: bport } };
 }
 
 function listen(handler: (c: net.Socket) => void): Promise<net.Server> {
@@ -164,26 +53,6 @@ function portOf(srv: net.Server): number {
   return (srv.address() as net.AddressInfo).port;
 }
 
-/** Write `mib` MiB of the pattern with backpressure. */
-async function writePattern(s: net.Socket, mib: number): Promise<void> {
-  for (let i = 0; i < mib; i++) {
-    if (!s.write(pattern)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = () => {
-          s.removeListener('close', onClose);
-          resolve();
-        };
-        const onClose = () => {
-          s.removeListener('drain', onDrain);
-          reject(new Error('closed while writing'));
-        };
-        s.once('drain', onDrain);
-        s.once('close', onClose);
-      });
-    }
-  }
-}
-
 async function tcp(): Promise<unknown> {
   const socks = arg('socks');
   const dir = arg('dir', 'up');
@@ -191,32 +60,12 @@ async function tcp(): Promise<unknown> {
   const mib = Number(arg('mib', '256'));
   const total = mib * MIB;
   const expect = expectedDigest(mib);
-  const srv = await listen((c) => {
-    c.once('readable', function first() {
-      const m = c.read(1) as Buffer | null;
-      if (!m) {
-        c.once('readable', first);
-        return;
-      }
-      if (m[0] === 0x75 /* u */) {
-        const h = createHash('sha256');
-        let got = 0;
-        c.on('data', (d: Buffer) => {
-          h.update(d);
-          got += d.length;
-          if (got >= total) c.end(h.digest());
-        });
-      } else {
-        c.on('data', () => {});
-        writePattern(c, mib).then(
-          () => c.end(),
-          () => c.destroy(),
-        );
-      }
-    });
-    c.on('error', () => c.destroy());
-  });
-  const port = portOf(srv);
+  const where = arg('sender', 'thread');
+  if (where !== 'thread' && where !== 'main') throw new Error(`--sender must be thread or main, got ${where}`);
+  // down: the target sends (a worker when asked); up: the target receives, here
+  const target = where === 'thread' && dir !== 'up' ? await startTcpTargetThread(mib) : await startTcpTarget(mib);
+  const port = target.port;
+  const sender = where === 'thread' && dir === 'up' ? await startSenderThread({ socks, port, mib, conns }) : null;
   const one = async (): Promise<{ ok: boolean }> => {
     const { s } = await socksRequest(socks, CMD_CONNECT, '127.0.0.1', port);
     s.on('error', () => {});
@@ -244,12 +93,18 @@ async function tcp(): Promise<unknown> {
     s.destroy();
     return { ok: got === total && h.digest().equals(expect) };
   };
+  const cpu0 = process.cpuUsage(); // every thread of the probe (the target's too)
   const t0 = process.hrtime.bigint();
-  const rs = await Promise.all(Array.from({ length: conns }, one));
+  const rs = sender
+    ? (await sender.run()).map((hex) => ({ ok: hex === expect.toString('hex') }))
+    : await Promise.all(Array.from({ length: conns }, one));
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  srv.close();
+  const cpu = process.cpuUsage(cpu0);
+  await target.close();
   const intact = rs.every((r) => r.ok);
-  return { mode: 'tcp', dir, conns, mibEach: mib, bytes: total * conns, seconds: secs, MBps: (total * conns) / secs / 1e6, intact };
+  // the probe's own CPU seconds per GiB moved (user + system, all threads, while the clock ran)
+  const probeCpuSecPerGiB = (cpu.user + cpu.system) / 1e6 / ((total * conns) / (1024 * MIB));
+  return { mode: 'tcp', dir, sender: where, conns, mibEach: mib, bytes: total * conns, seconds: secs, MBps: (total * conns) / secs / 1e6, probeCpuSecPerGiB, intact };
 }
 
 function quantile(sorted: number[], q: number): number | null {

@@ -382,6 +382,8 @@ export interface Sample {
   multiDownMBps: number;
   clientCpuSecPerGiB: number;
   serverCpuSecPerGiB: number;
+  /** The probe's own CPU (sender + receiver/SHA-256), single stream, mean of up and down. */
+  probeCpuSecPerGiB: number;
   intact: boolean;
 }
 
@@ -431,6 +433,7 @@ async function measure(r: Running): Promise<Sample> {
     multiDownMBps: n(mdown['MBps']),
     clientCpuSecPerGiB: cpid ? (c1 - c0) / gib : NaN,
     serverCpuSecPerGiB: (s1 - s0) / gib,
+    probeCpuSecPerGiB: (n(up['probeCpuSecPerGiB']) + n(down['probeCpuSecPerGiB'])) / 2,
     intact: [up, down, mup, mdown].every((x) => x['intact'] === true),
   };
 }
@@ -537,6 +540,7 @@ export const COLUMNS: Column[] = [
   { key: 'udpLoss', title: 'UDP loss %', digits: 1, higher: false },
   { key: 'clientCpuSecPerGiB', title: 'client CPU s/GiB', digits: 2, higher: false },
   { key: 'serverCpuSecPerGiB', title: 'server CPU s/GiB', digits: 2, higher: false },
+  { key: 'probeCpuSecPerGiB', title: 'probe CPU s/GiB (1 stream)', digits: 2, higher: false },
   { key: 'idleRssKiB', title: 'server RSS idle MiB', digits: 1, higher: false },
   { key: 'kibPerTunnel', title: 'server KiB/idle tunnel', digits: 1, higher: false },
 ];

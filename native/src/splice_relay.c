@@ -7,6 +7,9 @@
  *   fd[0] --splice--> pipe d[0] --splice--> fd[1]        (direction 0: "up")
  *   fd[0] <--splice-- pipe d[1] <--splice-- fd[1]        (direction 1: "down")
  *
+ * Files: this one is the N-API side (main thread); the worker thread's loop, readiness flags
+ * and pipe growth are in splice_worker.c; the shared types and sizes in splice_internal.h.
+ *
  * Threads: ONE worker thread per process (per Node environment) runs an epoll loop over every
  * spliced relay. One thread, not one per relay: 1,000 tunnels would otherwise be 1,000 threads
  * (stacks, scheduler load) for work the kernel does anyway (splice moves page references, it
@@ -15,11 +18,11 @@
  *
  * Ownership (the rule that keeps descriptors safe):
  *   - The sockets' descriptors belong to JS (libuv closes them). JS stops libuv's reads and
- *     drains its write queue before spliceStart; from then on only this file touches them,
+ *     drains its write queue before spliceStart; from then on only the worker touches them,
  *     and JS does not close them until the relay is reported finished.
  *   - The worker removes both descriptors from its epoll set and closes the relay's pipes
  *     BEFORE it posts the report; after that it never touches the relay's descriptors again.
- *   - This file never closes a socket: the report says how it ended (both directions done,
+ *   - The addon never closes a socket: the report says how it ended (both directions done,
  *     abort with an errno, cancelled by JS, refused before it began) and JS closes them
  *     (FIN or RST) itself.
  *   - The relay's memory is owned by the main thread: freed only when its report has been
@@ -32,12 +35,15 @@
  * write half (shutdown SHUT_WR); the relay is done when both directions are. Resets: an error
  * from splice or SO_ERROR (ECONNRESET, EPIPE, ...) aborts the relay; an EOF while our write half
  * toward that socket is still open is checked with getpeername (ENOTCONN: it was an RST;
- * protocol/resets.md). Bounded: at most MAX_RELAYS relays, one pipe of the kernel's default
- * size per direction (the pipe is the only buffer), SPLICE_ROUNDS rounds per relay per wakeup
- * (a busy relay cannot starve the others), no busy loop (epoll_wait blocks when nothing is ready).
+ * protocol/resets.md). Bounded: at most MAX_RELAYS relays, one pipe per direction (the pipe is
+ * the only buffer: the kernel's default size, grown for a busy direction up to a named maximum
+ * within a process-wide budget, see splice_internal.h), SPLICE_ROUNDS rounds per relay per
+ * wakeup (a busy relay cannot starve the others), no busy loop (epoll_wait blocks when nothing
+ * is ready).
  */
 #define _GNU_SOURCE
 #include "splice_relay.h"
+#include "splice_internal.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -51,340 +57,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-/* Relays spliced at once; beyond this spliceStart answers -EAGAIN and JS relays in JS. */
-#define MAX_RELAYS 16384
-/* Events taken per epoll_wait. */
-#define EVENTS_PER_WAIT 128
-/* Rounds (each: both directions, read then write) one relay gets per wakeup before the others. */
-#define SPLICE_ROUNDS 16
-/* What each spliced chunk asks the kernel for at most (the pipe bounds it anyway). */
-#define SPLICE_MAX_CHUNK (1u << 20)
-
-enum { KIND_DONE = 0, KIND_ABORT = 1, KIND_CANCELLED = 2, KIND_REFUSED = 3 };
-enum { CMD_ADD = 1, CMD_CANCEL = 2 };
-
-typedef struct relay relay_t;
-
-typedef struct {
-  int src, dst; /* socket descriptors (JS's) */
-  int pr, pw;   /* pipe read / write ends (ours) */
-  size_t inpipe; /* bytes in the pipe */
-  size_t cap;    /* the pipe's capacity */
-  int eof;       /* src read EOF */
-  int shut;      /* dst write half shut */
-} dir_t;
-
-typedef struct {
-  relay_t *r;
-  int side;
-} tag_t;
-
-struct relay {
-  uint32_t slot;
-  int fd[2];
-  dir_t d[2];
-  int pipes_open;
-  int registered[2];
-  tag_t tags[2];
-  /* written by the worker, read by the main thread (atomics) */
-  uint64_t moved[2];
-  int64_t last_ms;
-  /* worker-only */
-  int dead;
-  int in_ready;
-  relay_t *rprev, *rnext; /* ready list */
-  relay_t *done_next;     /* reports to post after this batch */
-  int kind, err;
-};
-
-typedef struct cmd {
-  int type;
-  uint32_t slot;
-  relay_t *r;
-  struct cmd *next;
-} cmd_t;
-
-typedef struct {
-  napi_env env;
-  int ep, wake;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  cmd_t *cmd_head, *cmd_tail; /* under mu */
-  int stopping;               /* under mu */
-  int broken;                 /* atomic: the worker gave up (epoll failed) */
-  napi_threadsafe_function tsfn;
-  /* main thread only */
-  relay_t **slots;
-  uint32_t *free_slots;
-  uint32_t free_top, next_fresh, live;
-  /* worker only */
-  relay_t **active;
-  relay_t *ready_head;
-  relay_t *done_head;
-} state_t;
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void close_fd(int fd) {
-  /* Linux: the descriptor is released even when close reports EINTR; never retry */
-  if (fd >= 0) (void)close(fd);
-}
-
-static void close_pipes(relay_t *r) {
-  if (!r->pipes_open) return;
-  for (int i = 0; i < 2; i++) {
-    close_fd(r->d[i].pr);
-    close_fd(r->d[i].pw);
-    r->d[i].pr = r->d[i].pw = -1;
-  }
-  r->pipes_open = 0;
-}
-
-/* ---------------- worker ---------------- */
-
-static void ready_add(state_t *st, relay_t *r) {
-  if (r->in_ready) return;
-  r->in_ready = 1;
-  r->rprev = NULL;
-  r->rnext = st->ready_head;
-  if (st->ready_head) st->ready_head->rprev = r;
-  st->ready_head = r;
-}
-
-static void ready_remove(state_t *st, relay_t *r) {
-  if (!r->in_ready) return;
-  r->in_ready = 0;
-  if (r->rprev) r->rprev->rnext = r->rnext;
-  else st->ready_head = r->rnext;
-  if (r->rnext) r->rnext->rprev = r->rprev;
-  r->rprev = r->rnext = NULL;
-}
-
-/* Stop using the relay's descriptors for good, and queue its report. */
-static void teardown(state_t *st, relay_t *r, int kind, int err) {
-  if (r->dead) return;
-  r->dead = 1;
-  r->kind = kind;
-  r->err = err;
-  ready_remove(st, r);
-  for (int i = 0; i < 2; i++) {
-    if (r->registered[i]) {
-      /* cannot fail while JS keeps the socket open (it does until the report) */
-      (void)epoll_ctl(st->ep, EPOLL_CTL_DEL, r->fd[i], NULL);
-      r->registered[i] = 0;
-    }
-  }
-  close_pipes(r);
-  if (st->active[r->slot] == r) st->active[r->slot] = NULL;
-  r->done_next = st->done_head;
-  st->done_head = r;
-}
-
-static void post_reports(state_t *st) {
-  relay_t *r = st->done_head;
-  st->done_head = NULL;
-  while (r) {
-    relay_t *next = r->done_next;
-    /* unlimited queue: never blocks; napi_closing only at teardown (the relay is freed there) */
-    (void)napi_call_threadsafe_function(st->tsfn, r, napi_tsfn_nonblocking);
-    r = next;
-  }
-}
-
-/* One step of one direction: >0 progress, 0 none (waiting on an edge), <0 -errno (abort). */
-static int step(relay_t *r, int i) {
-  dir_t *d = &r->d[i];
-  int progress = 0;
-  if (!d->eof && d->inpipe < d->cap) {
-    size_t want = d->cap - d->inpipe;
-    if (want > SPLICE_MAX_CHUNK) want = SPLICE_MAX_CHUNK;
-    ssize_t n = splice(d->src, NULL, d->pw, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n > 0) {
-      d->inpipe += (size_t)n;
-      __atomic_add_fetch(&r->moved[i], (uint64_t)n, __ATOMIC_RELAXED);
-      progress = 1;
-    } else if (n == 0) {
-      d->eof = 1;
-      progress = 1;
-      /* our write half toward src still open: an RST reported as EOF leaves no peer name */
-      if (!r->d[1 - i].shut) {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        if (getpeername(d->src, (struct sockaddr *)&ss, &len) != 0 && errno == ENOTCONN) return -ECONNRESET;
-      }
-    } else if (errno == EINTR) {
-      progress = 1;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      return -errno;
-    }
-  }
-  if (d->inpipe > 0) {
-    ssize_t n = splice(d->pr, NULL, d->dst, NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n > 0) {
-      d->inpipe -= (size_t)n;
-      progress = 1;
-    } else if (n == 0) {
-      return -EIO; /* a pipe with bytes in it cannot be empty */
-    } else if (errno == EINTR) {
-      progress = 1;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      return -errno;
-    }
-  }
-  if (d->eof && d->inpipe == 0 && !d->shut) {
-    d->shut = 1;
-    progress = 1;
-    if (shutdown(d->dst, SHUT_WR) != 0) return -errno;
-  }
-  return progress;
-}
-
-static void pump(state_t *st, relay_t *r) {
-  if (r->dead) return;
-  int any = 0;
-  for (int round = 0; round < SPLICE_ROUNDS; round++) {
-    int progress = 0;
-    for (int i = 0; i < 2; i++) {
-      int p = step(r, i);
-      if (p < 0) {
-        teardown(st, r, KIND_ABORT, -p);
-        return;
-      }
-      progress |= p;
-    }
-    if (r->d[0].shut && r->d[1].shut) {
-      __atomic_store_n(&r->last_ms, now_ms(), __ATOMIC_RELAXED);
-      teardown(st, r, KIND_DONE, 0);
-      return;
-    }
-    if (!progress) {
-      if (any) __atomic_store_n(&r->last_ms, now_ms(), __ATOMIC_RELAXED);
-      ready_remove(st, r);
-      return;
-    }
-    any = 1;
-  }
-  /* still moving after its share: run again after the others (epoll_wait with timeout 0) */
-  __atomic_store_n(&r->last_ms, now_ms(), __ATOMIC_RELAXED);
-  ready_add(st, r);
-}
-
-static void activate(state_t *st, relay_t *r) {
-  st->active[r->slot] = r;
-  for (int i = 0; i < 2; i++) {
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.ptr = &r->tags[i];
-    if (epoll_ctl(st->ep, EPOLL_CTL_ADD, r->fd[i], &ev) != 0) {
-      /* nothing moved yet: JS relays it itself */
-      teardown(st, r, KIND_REFUSED, errno);
-      return;
-    }
-    r->registered[i] = 1;
-  }
-  pump(st, r); /* bytes may be waiting already: edges before the ADD are not reported */
-}
-
-/* Take the queued commands; returns 1 when the worker must stop. */
-static int run_commands(state_t *st) {
-  if (pthread_mutex_lock(&st->mu) != 0) return 1;
-  cmd_t *c = st->cmd_head;
-  st->cmd_head = st->cmd_tail = NULL;
-  int stopping = st->stopping;
-  pthread_mutex_unlock(&st->mu);
-  while (c) {
-    cmd_t *next = c->next;
-    if (!stopping) {
-      if (c->type == CMD_ADD) activate(st, c->r);
-      else if (c->type == CMD_CANCEL && c->slot < MAX_RELAYS && st->active[c->slot]) {
-        teardown(st, st->active[c->slot], KIND_CANCELLED, 0);
-      }
-    }
-    free(c);
-    c = next;
-  }
-  return stopping;
-}
-
-static void drain_wake(state_t *st) {
-  uint64_t v;
-  for (;;) {
-    ssize_t n = read(st->wake, &v, sizeof v);
-    if (n >= 0 || errno != EINTR) break;
-  }
-}
-
-static void stop_all(state_t *st) {
-  for (uint32_t s = 0; s < MAX_RELAYS; s++) {
-    relay_t *r = st->active[s];
-    if (r) teardown(st, r, KIND_CANCELLED, 0);
-  }
-  st->done_head = NULL; /* no reports at teardown: the environment is going away */
-}
-
-static void *worker(void *arg) {
-  state_t *st = arg;
-  struct epoll_event evs[EVENTS_PER_WAIT];
-  for (;;) {
-    int n = epoll_wait(st->ep, evs, EVENTS_PER_WAIT, st->ready_head ? 0 : -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      /* cannot happen with a valid epoll descriptor: abort every relay, refuse new ones */
-      int e = errno;
-      __atomic_store_n(&st->broken, 1, __ATOMIC_RELEASE);
-      for (uint32_t s = 0; s < MAX_RELAYS; s++) {
-        if (st->active[s]) teardown(st, st->active[s], KIND_ABORT, e);
-      }
-      post_reports(st);
-      return NULL;
-    }
-    /* reset the wake-up counter BEFORE taking the commands: a command queued after this read
-       writes the counter again (the next epoll_wait returns at once), one queued before it is
-       taken now; draining after taking them could swallow the wake-up of a later command */
-    for (int k = 0; k < n; k++) {
-      if (evs[k].data.ptr == NULL) drain_wake(st);
-    }
-    if (run_commands(st)) {
-      stop_all(st);
-      return NULL;
-    }
-    for (int k = 0; k < n; k++) {
-      if (evs[k].data.ptr == NULL) continue;
-      tag_t *t = evs[k].data.ptr;
-      relay_t *r = t->r;
-      if (r->dead) continue; /* torn down earlier in this batch (still allocated: not yet reported) */
-      if (evs[k].events & EPOLLERR) {
-        int e = 0;
-        socklen_t len = sizeof e;
-        if (getsockopt(r->fd[t->side], SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
-        if (e != 0) {
-          teardown(st, r, KIND_ABORT, e);
-          continue;
-        }
-      }
-      pump(st, r);
-    }
-    /* relays that used up their rounds: one more share each */
-    relay_t *list = st->ready_head;
-    st->ready_head = NULL;
-    while (list) {
-      relay_t *r = list;
-      list = r->rnext;
-      r->in_ready = 0;
-      r->rprev = r->rnext = NULL;
-      pump(st, r);
-    }
-    post_reports(st);
-  }
-}
 
 /* ---------------- main thread ---------------- */
 
@@ -401,7 +74,7 @@ static napi_value num(napi_env env, double v) {
 }
 
 static void free_relay(state_t *st, relay_t *r) {
-  close_pipes(r);
+  splice_close_pipes(r);
   if (r->slot < MAX_RELAYS && st->slots[r->slot] == r) {
     st->slots[r->slot] = NULL;
     st->free_slots[st->free_top++] = r->slot;
@@ -473,8 +146,8 @@ static void cleanup_hook(void *arg) {
     free(c);
     c = next;
   }
-  close_fd(st->ep);
-  close_fd(st->wake);
+  splice_close_fd(st->ep);
+  splice_close_fd(st->wake);
   pthread_mutex_destroy(&st->mu);
   free(st->slots);
   free(st->free_slots);
@@ -501,6 +174,8 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   if (!st) return num(env, -ENOMEM);
   st->env = env;
   st->ep = st->wake = -1;
+  st->grow_max = PIPE_GROW_MAX_DEFAULT;
+  st->grow_budget = PIPE_GROW_BUDGET_DEFAULT;
   st->slots = calloc(MAX_RELAYS, sizeof *st->slots);
   st->active = calloc(MAX_RELAYS, sizeof *st->active);
   st->free_slots = malloc(MAX_RELAYS * sizeof *st->free_slots);
@@ -527,14 +202,14 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int pe = pthread_create(&st->thread, NULL, worker, st);
+    int pe = pthread_create(&st->thread, NULL, splice_worker, st);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pe != 0) err = pe;
   }
   if (err) {
     if (tsfn_ok) napi_release_threadsafe_function(st->tsfn, napi_tsfn_abort);
-    close_fd(st->ep);
-    close_fd(st->wake);
+    splice_close_fd(st->ep);
+    splice_close_fd(st->wake);
     if (mu_ok) pthread_mutex_destroy(&st->mu);
     free(st->slots);
     free(st->active);
@@ -584,21 +259,21 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     int p[2];
     if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
       e = -errno;
-      close_pipes(r);
+      splice_close_pipes(r);
       free(r);
       return num(env, e);
     }
     r->d[i].pr = p[0];
     r->d[i].pw = p[1];
     int cap = fcntl(p[1], F_GETPIPE_SZ);
-    r->d[i].cap = cap > 0 ? (size_t)cap : 4096;
+    r->d[i].cap = cap > 0 ? (size_t)cap : PIPE_CAP_FALLBACK;
     r->d[i].src = r->fd[i];
     r->d[i].dst = r->fd[1 - i];
   }
   r->tags[0].r = r->tags[1].r = r;
   r->tags[0].side = 0;
   r->tags[1].side = 1;
-  r->last_ms = now_ms();
+  r->last_ms = splice_now_ms();
   r->slot = st->free_top > 0 ? st->free_slots[--st->free_top] : st->next_fresh++;
   st->slots[r->slot] = r;
   st->live++;
@@ -630,7 +305,10 @@ static napi_value js_cancel(napi_env env, napi_callback_info info) {
   return num(env, enqueue(st, CMD_CANCEL, r->slot, NULL));
 }
 
-/* spliceInfo(slot, Float64Array(3)): [bytes fd0->fd1, bytes fd1->fd0, ms since bytes last moved]. */
+/*
+ * spliceInfo(slot, Float64Array(3 or more)): [bytes fd0->fd1, bytes fd1->fd0, ms since bytes
+ * last moved, and with room for them: pipe capacity fd0->fd1, pipe capacity fd1->fd0].
+ */
 static napi_value js_info(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -649,8 +327,38 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
   double *out = data;
   out[0] = (double)__atomic_load_n(&r->moved[0], __ATOMIC_RELAXED);
   out[1] = (double)__atomic_load_n(&r->moved[1], __ATOMIC_RELAXED);
-  int64_t idle = now_ms() - __atomic_load_n(&r->last_ms, __ATOMIC_RELAXED);
+  int64_t idle = splice_now_ms() - __atomic_load_n(&r->last_ms, __ATOMIC_RELAXED);
   out[2] = idle > 0 ? (double)idle : 0;
+  if (len >= 5) {
+    out[3] = (double)__atomic_load_n(&r->d[0].cap, __ATOMIC_RELAXED);
+    out[4] = (double)__atomic_load_n(&r->d[1].cap, __ATOMIC_RELAXED);
+  }
+  return num(env, 0);
+}
+
+/*
+ * spliceLimits(growMax, growBudget): the pipe growth of relays from now on (splice_internal.h):
+ * the size in bytes a busy direction's pipe may grow to (0: never grow), and the bytes of
+ * growth all pipes of the process may use together. 0, -EINVAL (not integers, negative, above
+ * PIPE_GROW_MAX_LIMIT / PIPE_GROW_BUDGET_LIMIT) or -ENOTCONN (spliceInit not called).
+ */
+static napi_value js_limits(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return num(env, -EINVAL);
+  double v[2];
+  for (int i = 0; i < 2; i++) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[i], &t) != napi_ok || t != napi_number) return num(env, -EINVAL);
+    if (napi_get_value_double(env, argv[i], &v[i]) != napi_ok) return num(env, -EINVAL);
+    /* range first (rejects NaN and infinities: no cast of those), then whole numbers only */
+    double max = i == 0 ? (double)PIPE_GROW_MAX_LIMIT : (double)PIPE_GROW_BUDGET_LIMIT;
+    if (!(v[i] >= 0 && v[i] <= max) || v[i] != (double)(int64_t)v[i]) return num(env, -EINVAL);
+  }
+  state_t *st = get_state(env);
+  if (!st) return num(env, -ENOTCONN);
+  __atomic_store_n(&st->grow_max, (int32_t)v[0], __ATOMIC_RELAXED);
+  __atomic_store_n(&st->grow_budget, (int64_t)v[1], __ATOMIC_RELAXED);
   return num(env, 0);
 }
 
@@ -668,6 +376,7 @@ void brook_splice_register(napi_env env, napi_value exports) {
     {"spliceCancel", NULL, js_cancel, NULL, NULL, NULL, napi_default, NULL},
     {"spliceInfo", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
     {"spliceLive", NULL, js_live, NULL, NULL, NULL, napi_default, NULL},
+    {"spliceLimits", NULL, js_limits, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   napi_value yes;

@@ -4,7 +4,7 @@
 
 #include <node_api.h>
 
-/* Adds spliceSupported, spliceInit, spliceStart, spliceCancel, spliceInfo, spliceLive to exports. */
+/* Adds spliceSupported, spliceInit, spliceStart, spliceCancel, spliceInfo, spliceLive, spliceLimits to exports. */
 void brook_splice_register(napi_env env, napi_value exports);
 
 #endif

@@ -30,15 +30,39 @@
  * reset as close()/abort() asked), or refused before it began (the JS Relay takes over); only
  * then are the sockets closed, by JS. The idle timeout (--tcpTimeout) is one unref'd JS timer
  * per relay that asks the worker when bytes last moved (re-armed only when it fires).
+ *
+ * Files: this one (startRelay, SpliceRelay: the relay's life); splice-handoff.ts (the socket
+ * steps: which sockets qualify, stopping reads, holding a socket); splice-addon.ts (loading the
+ * addon, the on/off switch, the pipe limits, routing the worker's reports, its errors).
  */
-import { createRequire } from 'node:module';
-import net from 'node:net';
-import { TLSSocket } from 'node:tls';
-import { getSystemErrorName } from 'node:util';
-import { nativeLoadResult } from '../crypto/native.js';
+import type net from 'node:net';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { Relay, type RelayOptions, type RelaySide, type RelayStats, type TunnelTransform } from './relay.js';
-import { resetByPeer, resetSocket } from './reset.js';
+import { resetSocket } from './reset.js';
+import {
+  KIND_ABORT,
+  KIND_CANCELLED,
+  KIND_DONE,
+  KIND_REFUSED,
+  liveRelays as live,
+  loadSpliceAddon,
+  nativeError,
+  SPLICE_INFO_LENGTH,
+  spliceEnabled,
+  type SpliceAddon,
+} from './splice-addon.js';
+import { holdSocket, resumeReading, spliceableFd, stopReading } from './splice-handoff.js';
+
+export {
+  SPLICE_ENV,
+  SPLICE_PIPE_GROW_BUDGET_DEFAULT,
+  SPLICE_PIPE_GROW_MAX_DEFAULT,
+  setSpliceEnabled,
+  setSplicePipeLimits,
+  spliceAvailability,
+  splicedRelays,
+  type SplicePipeLimits,
+} from './splice-addon.js';
 
 /** What every relay (JS or spliced) offers its owner. */
 export interface RelayLike {
@@ -54,120 +78,14 @@ export interface StartRelayOptions extends RelayOptions {
   splice?: boolean;
 }
 
-/** Environment switch: BROOK_TS_SPLICE=0 relays every tunnel in JS. */
-export const SPLICE_ENV = 'BROOK_TS_SPLICE';
-
-/** Report kinds (mirror native/src/splice_relay.c). */
-const KIND_DONE = 0;
-const KIND_ABORT = 1;
-const KIND_CANCELLED = 2;
-const KIND_REFUSED = 3;
-
-interface SpliceAddon {
-  spliceSupported: boolean;
-  spliceInit(cb: (slot: number, kind: number, errno: number, up: number, down: number) => void): number;
-  spliceStart(fdA: number, fdB: number): number;
-  spliceCancel(slot: number): number;
-  spliceInfo(slot: number, out: Float64Array): number;
-  spliceLive(): number;
-}
-
-/** The parts of Node's socket internals used for the hand-off (stable since Node 0.x). */
-interface TcpHandleInternals {
-  fd?: number;
-  reading?: boolean;
-  readStop?(): number;
-}
-interface SocketInternals {
-  _handle?: TcpHandleInternals | null;
-  _readableState?: { ended?: boolean };
-  _destroy: (err: Error | null, cb: (err: Error | null) => void) => void;
-  _read: (n: number) => void;
-  timeout?: number;
-}
-
-let enabled = process.env[SPLICE_ENV] !== '0';
-let addonState: { addon: SpliceAddon | null; reason: string | null } | undefined;
-/** Relays the worker owns, by slot. */
-const live = new Map<number, SpliceRelay>();
-
-/** Turn splicing on or off for relays started from now on (tests, the benchmark's JS baseline). */
-export function setSpliceEnabled(on: boolean): void {
-  enabled = on;
-}
-
-function onReport(slot: number, kind: number, errno: number, up: number, down: number): void {
-  const r = live.get(slot);
-  if (!r) return;
-  live.delete(slot);
-  r.onReport(kind, errno, up, down);
-}
-
-function loadAddon(): { addon: SpliceAddon | null; reason: string | null } {
-  if (addonState) return addonState;
-  const n = nativeLoadResult();
-  if (!n.native || !n.path) {
-    addonState = { addon: null, reason: `native addon not loaded: ${n.reason ?? 'unknown'}` };
-    return addonState;
-  }
-  try {
-    const a = createRequire(import.meta.url)(n.path) as Partial<SpliceAddon>;
-    if (a.spliceSupported !== true || typeof a.spliceInit !== 'function') {
-      addonState = { addon: null, reason: a.spliceSupported === false ? 'splice(2) is not available on this platform' : 'the addon has no splice relay (rebuild it)' };
-      return addonState;
-    }
-    const st = a.spliceInit(onReport);
-    if (st < 0) {
-      addonState = { addon: null, reason: `splice relay did not start: ${errnoName(st)}` };
-      return addonState;
-    }
-    addonState = { addon: a as SpliceAddon, reason: null };
-  } catch (e) {
-    addonState = { addon: null, reason: `cannot load the splice relay: ${e instanceof Error ? e.message : String(e)}` };
-  }
-  return addonState;
-}
-
-/** Whether relays can be spliced in this process (and why not). */
-export function spliceAvailability(): { available: boolean; enabled: boolean; reason: string | null } {
-  const s = loadAddon();
-  return { available: s.addon !== null, enabled, reason: s.reason };
-}
-
-/** Relays the native worker owns right now (tests: none may be left). */
-export function splicedRelays(): number {
-  return live.size;
-}
-
-function errnoName(negOrPos: number): string {
-  const e = -Math.abs(negOrPos);
-  try {
-    return getSystemErrorName(e);
-  } catch {
-    return `errno ${-e}`;
-  }
-}
-
-/** The descriptor of a socket that may be spliced, else -1. */
-function spliceableFd(s: RelaySide): number {
-  if (!(s instanceof net.Socket) || s instanceof TLSSocket) return -1;
-  if (s.destroyed || s.connecting || !s.readable || !s.writable || s.readableEnded || s.writableEnded) return -1;
-  const si = s as unknown as SocketInternals;
-  if (si._readableState?.ended) return -1; // EOF already read: the JS Relay handles the rest
-  if (si.timeout !== undefined && si.timeout > 0) return -1; // a socket timeout would not see spliced bytes
-  const h = si._handle;
-  if (!h || typeof h.readStop !== 'function' || typeof h.fd !== 'number' || h.fd < 0) return -1;
-  return h.fd;
-}
-
 /** A relay: spliced when it can be (see the top of this file), else the JS Relay. */
 export function startRelay(plain: RelaySide, tunnel: RelaySide, t: TunnelTransform, opts: StartRelayOptions = {}): RelayLike {
   const { splice, ...relayOpts } = opts;
-  if (!splice || !enabled || (opts.keepaliveMs ?? 0) > 0) return new Relay(plain, tunnel, t, relayOpts);
+  if (!splice || !spliceEnabled() || (opts.keepaliveMs ?? 0) > 0) return new Relay(plain, tunnel, t, relayOpts);
   const fa = spliceableFd(plain);
   const fb = fa < 0 ? -1 : spliceableFd(tunnel);
   if (fb < 0 || fa === fb) return new Relay(plain, tunnel, t, relayOpts);
-  const { addon } = loadAddon();
+  const { addon } = loadSpliceAddon();
   if (!addon) return new Relay(plain, tunnel, t, relayOpts);
   return new SpliceRelay(plain as net.Socket, tunnel as net.Socket, fa, fb, t, relayOpts, addon);
 }
@@ -185,7 +103,7 @@ export class SpliceRelay implements RelayLike {
   private final: RelayStats | null = null;
   private cancel: { how: 'close' | 'abort'; err: BrookError } | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
-  private readonly info = new Float64Array(3);
+  private readonly info = new Float64Array(SPLICE_INFO_LENGTH);
   /** destroy() calls from others, held while the worker owns the sockets. */
   private held: Array<() => void> = [];
   private readonly restore: Array<() => void> = [];
@@ -253,6 +171,12 @@ export class SpliceRelay implements RelayLike {
     return this.phase === 'native';
   }
 
+  /** The capacity in bytes of each direction's pipe while the worker owns the relay, else null. */
+  get pipeCapacity(): { up: number; down: number } | null {
+    if (this.phase !== 'native' || this.addon.spliceInfo(this.slot, this.info) !== 0) return null;
+    return { up: this.info[3]!, down: this.info[4]! };
+  }
+
   close(err: BrookError | null = null): void {
     this.stop('close', err ?? new BrookError(ErrorCodes.CLOSED, 'closed'));
   }
@@ -307,28 +231,14 @@ export class SpliceRelay implements RelayLike {
     if (idle > 0) this.armIdle(idle, idle);
   }
 
-  /**
-   * While the worker owns the descriptor: a destroy() by anyone waits until it has let go, and
-   * nothing may make libuv read it again (a read() or resume() by someone: _read is a no-op).
-   */
+  /** While the worker owns the descriptor (splice-handoff.ts: holdSocket). */
   private hold(s: net.Socket): void {
-    const si = s as unknown as SocketInternals;
-    const ownDestroy = Object.prototype.hasOwnProperty.call(si, '_destroy');
-    const ownRead = Object.prototype.hasOwnProperty.call(si, '_read');
-    const destroy = si._destroy;
-    const read = si._read;
-    si._destroy = (err, cb) => {
-      this.held.push(() => destroy.call(s, err, cb));
+    const restore = holdSocket(s, (run) => {
+      this.held.push(run);
       // as in the JS Relay: a side closed before both of its directions ended aborts the other
       this.abort(new BrookError(ErrorCodes.CLOSED, 'closed before both directions ended'));
-    };
-    si._read = () => {};
-    this.restore.push(() => {
-      if (ownDestroy) si._destroy = destroy;
-      else delete (si as Partial<SocketInternals>)._destroy;
-      if (ownRead) si._read = read;
-      else delete (si as Partial<SocketInternals>)._read;
     });
+    this.restore.push(restore);
   }
 
   /** The worker has let go of the descriptors: the sockets are JS's again. */
@@ -380,9 +290,7 @@ export class SpliceRelay implements RelayLike {
     }
     for (const c of fromPlain.reverse()) this.plain.unshift(c);
     for (const c of fromTunnel.reverse()) this.tunnel.unshift(c);
-    // start libuv's reads again: the stream still counts the read() of the hand-off as pending
-    // (state.reading), so it would not ask by itself
-    for (const s of [this.plain, this.tunnel]) if (!s.destroyed) (s as unknown as SocketInternals)._read(0);
+    for (const s of [this.plain, this.tunnel]) resumeReading(s);
     const base = { ...this.base };
     const onClose = this.opts.onClose;
     this.inner = new Relay(this.plain, this.tunnel, this.t, {
@@ -417,30 +325,4 @@ export class SpliceRelay implements RelayLike {
     this.final = { up: this.base.up, down: this.base.down, aborted };
     this.opts.onClose?.(err, this.final);
   }
-}
-
-/**
- * Stop libuv's reads on `s` and take what Node already read (in order); null when that cannot be
- * done (the socket then relays in JS).
- */
-function stopReading(s: net.Socket): { ok: boolean; chunks: Buffer[] } {
-  const h = (s as unknown as SocketInternals)._handle;
-  const chunks: Buffer[] = [];
-  if (!h?.readStop) return { ok: false, chunks };
-  s.pause();
-  h.reading = false;
-  if (h.readStop() !== 0) return { ok: false, chunks };
-  for (let c = s.read() as Buffer | null; c !== null; c = s.read() as Buffer | null) chunks.push(c);
-  // read() may have asked libuv to read again (the buffer fell below its mark): stop once more;
-  // no bytes can have come in between (libuv reads only when this turn of the loop is over)
-  h.reading = false;
-  return { ok: h.readStop() === 0, chunks };
-}
-
-/** The error of a relay the worker aborted (errno from splice, shutdown or SO_ERROR). */
-function nativeError(errno: number): BrookError {
-  const name = errnoName(errno);
-  if (name === 'ECONNRESET' || name === 'EPIPE' || name === 'ENOTCONN') return resetByPeer(`spliced relay (${name})`);
-  const e = Object.assign(new Error(`spliced relay: ${name}`), { code: name, errno: -Math.abs(errno) });
-  return toBrookError(e);
 }
