@@ -105,6 +105,9 @@ describe('npm package: prebuilt addon, install without a compiler', () => {
     expect(files).toContain(`package/prebuilds/${process.platform}-${process.arch}/node.napi${tag}.node`);
     for (const f of ['native/binding.gyp', 'native/src/brook_aead.c', 'native/build.mjs', 'native/gyp.mjs', 'dist/cmd/brook-ts.js']) expect(files).toContain(`package/${f}`);
     expect(files.filter((f) => f.includes('native/build/'))).toEqual([]);
+    // prepack bundles the CLI (package.json "bundle"): its lazily loaded parts (ACME, Prometheus) are chunks beside it
+    const chunks = files.filter((f) => f.startsWith('package/dist/cmd/chunks/') && f.endsWith('.js'));
+    expect(chunks.some((f) => /\/acme-[^/]+\.js$/.test(f)) && chunks.some((f) => /\/prometheus-[^/]+\.js$/.test(f)), chunks.join(' ')).toBe(true);
     // postpack removed the prebuilt from the packed tree
     expect(existsSync(join(work, 'src', 'prebuilds'))).toBe(false);
   });
