@@ -45,7 +45,10 @@ export class FragmentEncoder {
       );
     }
     const out = Buffer.allocUnsafe(payload.length + FRAGMENT_OVERHEAD);
-    this.writeFragment(payload, out, 0);
+    // one native call for both seals when the engine has the batch helper (a payload <= maxPayload is one fragment)
+    const batch = this.cipher.engine.sealFragments;
+    if (batch) batch.call(this.cipher.engine, this.cipher.nonce, payload, this.maxPayload, out, 0);
+    else this.writeFragment(payload, out, 0);
     return out;
   }
 

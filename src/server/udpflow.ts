@@ -19,7 +19,9 @@
  * a destination that does not answer).
  *
  * Life: closes after udpTimeout seconds without a datagram in either direction
- * (a normal end, no error), when the tunnel ends, or on a protocol error.
+ * (a normal end, no error), when the tunnel ends, or on a protocol error. The
+ * idle check is one timer per flow that reads the time of the last datagram
+ * when it fires (a datagram only stores a timestamp; no timer reset per packet).
  *
  * Not done (upstream does it): upstream reuses the same local UDP port for the
  * same (client source, destination) pair across tunnels (its UDPSrc cache);
@@ -49,6 +51,8 @@ export class UdpFlow {
   private queue: Buffer[];
   private queuedBytes: number;
   private idle: NodeJS.Timeout | null = null;
+  /** performance.now() of the last datagram either way. */
+  private lastActive = 0;
   private done = false;
   private readonly maxReply: number;
   private readonly from: string;
@@ -179,9 +183,16 @@ export class UdpFlow {
 
   private touch(): void {
     if (this.o.udpTimeout <= 0 || this.done) return;
-    if (this.idle) this.idle.refresh();
-    else this.idle = setTimeout(() => this.close(null), this.o.udpTimeout * 1000);
+    this.lastActive = performance.now();
+    if (!this.idle) this.idle = setTimeout(this.checkIdle, this.o.udpTimeout * 1000);
   }
+
+  private readonly checkIdle = (): void => {
+    const ms = this.o.udpTimeout * 1000;
+    const idleFor = performance.now() - this.lastActive;
+    if (idleFor >= ms) this.close(null);
+    else if (!this.done) this.idle = setTimeout(this.checkIdle, ms - idleFor);
+  };
 
   /** The one teardown path: idle, tunnel end, protocol error, server shutdown. */
   close(err: BrookError | null = null): void {

@@ -16,48 +16,34 @@
  * ATYP -> 0x08; malformed request -> 0x01; silent client -> closed after
  * handshakeTimeoutMs. Every connection has one teardown path (`teardown`).
  *
- * UDP client address rule (which datagrams belong to which association):
- *   - One UDP socket per server, bound to the same host and port number as
- *     TCP, shared by all associations.
- *   - A datagram's source IP must equal the control connection's peer IP
- *     (IPv4-mapped IPv6 forms compare equal to plain IPv4).
- *   - If the UDP ASSOCIATE request carries a non-zero DST.PORT, the source
- *     port must equal it: the association is bound to (peer IP, DST.PORT) at
- *     once (and refused with 0x01 if another live association holds it).
- *   - Otherwise (DST.PORT 0) the first well-formed datagram from the peer IP
- *     whose (ip, port) is not already bound to another association binds the
- *     oldest unbound association from that IP to that (ip, port).
- *   - Anything else (strangers, FRAG != 0, truncated header, unknown ATYP) is
- *     dropped with a log line and counted in stats.udpDropped; never thrown.
- *   - Closing the control connection ends the association
- *     (onUdpAssociationClosed), after which its (ip, port) is a stranger.
+ * The UDP relay (which datagrams belong to which association, the one shared
+ * UDP socket) is in udp.ts, with its rule at the top.
  */
 import net from 'node:net';
-import dgram from 'node:dgram';
 import { timingSafeEqual } from 'node:crypto';
 import { BrookError, ErrorCodes, socks5ReplyFor, Socks5Reply, toBrookError } from '../errors.js';
 import { formatAddress, makeAddress, type Address } from '../protocol/address.js';
 import {
   buildMethodReply,
   buildReply,
-  buildUdpHeader,
   buildUserPassReply,
   chooseMethod,
   parseGreeting,
   parseRequest,
-  parseUdpHeader,
   parseUserPassAuth,
   Socks5Command,
   Socks5Method,
   type Socks5Request,
 } from './codec.js';
+import { createUdpRelay, normalizeIp, type AssocState, type UdpAssociation } from './udp.js';
+
+export { normalizeIp, type UdpAssociation } from './udp.js';
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** After a failure reply we wait this long for the client to close before destroying. */
 export const DEFAULT_LINGER_MS = 2_000;
 /** Port 0: tries to find a port number free for both TCP and UDP. */
 const MAX_BIND_ATTEMPTS = 8;
-const IPV4_MAPPED_PREFIX = '::ffff:';
 
 export interface ConnectRequest {
   /** Connection id (unique per server). */
@@ -75,18 +61,6 @@ export interface ConnectRequest {
   accept(bound?: Address): net.Socket;
   /** Write the reply socks5ReplyFor(err) (or the given reply code), then close. */
   reject(errorOrReplyCode: unknown): void;
-}
-
-export interface UdpAssociation {
-  id: number;
-  controlSocket: net.Socket;
-  /** Learned client endpoint (see the rule at the top of this file); null until bound. */
-  clientAddress: string | null;
-  clientPort: number | null;
-  /** Wrap in a SOCKS5 UDP header (src as the datagram's address) and send to the client. */
-  send(src: Address, data: Buffer): void;
-  /** End the association (closes the control connection). */
-  close(): void;
 }
 
 export interface Socks5LogEntry extends Record<string, unknown> {
@@ -145,27 +119,11 @@ export interface Socks5Server {
   readonly stats: Socks5ServerStats;
 }
 
-interface AssocState {
-  pub: UdpAssociation;
-  peerIp: string; // normalized
-  key: string | null; // bound endpoint key
-  closed: boolean;
-}
-
 type Phase = 'greeting' | 'auth' | 'request' | 'connecting' | 'handed' | 'udp' | 'closing' | 'closed';
-
-export function normalizeIp(ip: string): string {
-  const lower = ip.toLowerCase();
-  return lower.startsWith(IPV4_MAPPED_PREFIX) && lower.includes('.') ? lower.slice(IPV4_MAPPED_PREFIX.length) : lower;
-}
 
 function isUnspecifiedHost(host: string): boolean {
   const h = normalizeIp(host.replace(/^\[|\]$/g, ''));
   return h === '' || h === '0.0.0.0' || h === '::' || h === '0:0:0:0:0:0:0:0';
-}
-
-function endpointKey(ip: string, port: number): string {
-  return `${ip}|${port}`;
 }
 
 function familyIsV6(family: string | number): boolean {
@@ -193,14 +151,10 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
   };
 
   let tcp: net.Server | null = null;
-  let udp: dgram.Socket | null = null;
   let tcpAddr: net.AddressInfo | null = null;
-  let udpAddr: net.AddressInfo | null = null;
   let announced: Address | null = null;
   let nextId = 1;
   const sessions = new Set<() => void>();
-  const byEndpoint = new Map<string, AssocState>();
-  const pendingByIp = new Map<string, AssocState[]>();
 
   function log(from: string, dst: string, network: 'tcp' | 'udp', err: unknown): void {
     if (!opts.log) return;
@@ -220,119 +174,12 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
     }
   }
 
-  // ---- UDP associations ---------------------------------------------------
-
-  function removePending(a: AssocState): void {
-    const list = pendingByIp.get(a.peerIp);
-    if (!list) return;
-    const i = list.indexOf(a);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) pendingByIp.delete(a.peerIp);
-  }
-
-  function bindAssoc(a: AssocState, rawIp: string, port: number): void {
-    removePending(a);
-    a.key = endpointKey(normalizeIp(rawIp), port);
-    a.pub.clientAddress = rawIp;
-    a.pub.clientPort = port;
-    byEndpoint.set(a.key, a);
-  }
-
-  function unregisterAssoc(a: AssocState): void {
-    if (a.closed) return;
-    a.closed = true;
-    removePending(a);
-    if (a.key && byEndpoint.get(a.key) === a) byEndpoint.delete(a.key);
-    stats.udpActiveAssociations--;
-    try {
-      opts.onUdpAssociationClosed?.(a.pub);
-    } catch (e) {
-      log(peerOf(a.pub.controlSocket), '', 'udp', e);
-    }
-  }
-
-  function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    stats.udpDatagramsIn++;
-    const ip = normalizeIp(rinfo.address);
-    const from = formatAddress({ type: rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4', host: rinfo.address, port: rinfo.port });
-    const bound = byEndpoint.get(endpointKey(ip, rinfo.port));
-    const pending = bound ? undefined : pendingByIp.get(ip)?.[0];
-    const target = bound ?? pending;
-    if (!target) {
-      stats.udpDropped++;
-      log(from, '', 'udp', new BrookError(ErrorCodes.SOCKS_MALFORMED, 'datagram from a stranger dropped'));
-      return;
-    }
-    let header;
-    try {
-      header = parseUdpHeader(msg);
-    } catch (e) {
-      stats.udpDropped++;
-      log(from, '', 'udp', e);
-      return;
-    }
-    if (pending) bindAssoc(pending, rinfo.address, rinfo.port);
-    if (!opts.onUdpDatagram) {
-      stats.udpDropped++;
-      return;
-    }
-    try {
-      opts.onUdpDatagram(target.pub, header.address, header.data);
-    } catch (e) {
-      log(from, formatAddress(header.address), 'udp', e);
-    }
-  }
-
-  function makeAssociation(socket: net.Socket, id: number, request: Socks5Request): AssocState | BrookError {
-    const rawIp = socket.remoteAddress ?? '';
-    const a: AssocState = {
-      pub: {
-        id,
-        controlSocket: socket,
-        clientAddress: null,
-        clientPort: null,
-        send(src: Address, data: Buffer): void {
-          if (a.closed || !udp || a.pub.clientAddress === null || a.pub.clientPort === null) {
-            stats.udpDropped++;
-            return;
-          }
-          let out: Buffer;
-          try {
-            out = buildUdpHeader(src, data);
-          } catch (e) {
-            stats.udpDropped++;
-            log(formatAddress(src), peerOf(socket), 'udp', e);
-            return;
-          }
-          stats.udpDatagramsOut++;
-          udp.send(out, a.pub.clientPort, a.pub.clientAddress, (err) => {
-            if (err) log(formatAddress(src), peerOf(socket), 'udp', err);
-          });
-        },
-        close(): void {
-          socket.destroy();
-        },
-      },
-      peerIp: normalizeIp(rawIp),
-      key: null,
-      closed: false,
-    };
-    const wantPort = request.destination.port;
-    if (wantPort !== 0) {
-      const key = endpointKey(a.peerIp, wantPort);
-      if (byEndpoint.has(key)) {
-        return new BrookError(ErrorCodes.SOCKS_MALFORMED, `UDP endpoint ${rawIp}:${wantPort} already associated`);
-      }
-      bindAssoc(a, rawIp, wantPort);
-    } else {
-      const list = pendingByIp.get(a.peerIp);
-      if (list) list.push(a);
-      else pendingByIp.set(a.peerIp, [a]);
-    }
-    stats.udpAssociations++;
-    stats.udpActiveAssociations++;
-    return a;
-  }
+  const relay = createUdpRelay({
+    stats,
+    log,
+    onUdpDatagram: opts.onUdpDatagram,
+    onUdpAssociationClosed: opts.onUdpAssociationClosed,
+  });
 
   // ---- TCP connections ----------------------------------------------------
 
@@ -358,6 +205,8 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
       teardown(new BrookError(ErrorCodes.TIMEOUT, `SOCKS5 handshake not done within ${handshakeTimeoutMs} ms`));
     }, handshakeTimeoutMs);
     let lingerTimer: NodeJS.Timeout | null = null;
+    /** onData() corked the socket for its replies and has not uncorked it yet. */
+    let corked = false;
 
     const clearHandshakeTimer = (): void => {
       if (handshakeTimer) clearTimeout(handshakeTimer);
@@ -375,7 +224,7 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
       sessions.delete(teardown);
       stats.tcpActive--;
       if (err && !wasHanded) log(from, dst, assoc ? 'udp' : 'tcp', err);
-      if (assoc) unregisterAssoc(assoc);
+      if (assoc) relay.release(assoc);
       abort.abort(err ?? new BrookError(ErrorCodes.CLOSED, 'client connection closed'));
       socket.removeListener('data', onData);
       socket.removeListener('end', onEnd);
@@ -413,11 +262,22 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
       }
       if (phase !== 'greeting' && phase !== 'auth' && phase !== 'request') return; // udp control / closing: discard
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      // the replies this chunk makes (a method reply, and a success given at once) leave in one write
+      socket.cork();
+      corked = true;
       try {
         step();
       } catch (e) {
         onHandshakeError(e);
       }
+      uncorkReplies();
+    }
+
+    /** Send what onData() held back (see there); once. */
+    function uncorkReplies(): void {
+      if (!corked) return;
+      corked = false;
+      socket.uncork();
     }
 
     function onHandshakeError(e: unknown): void {
@@ -502,6 +362,8 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
           if (settled || phase !== 'connecting') return socket;
           settled = true;
           socket.write(buildReply(Socks5Reply.SUCCEEDED, bound));
+          // accepted at once (a pooled tunnel): the method reply and this one go out together, now
+          uncorkReplies();
           phase = 'handed';
           socket.removeListener('data', onData);
           socket.removeListener('end', onEnd);
@@ -532,14 +394,14 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
     }
 
     function startUdp(request: Socks5Request): void {
-      if (!udpEnabled || !udp || !announced) {
+      if (!udpEnabled || !relay.bound || !announced) {
         finish(
           buildReply(Socks5Reply.COMMAND_NOT_SUPPORTED),
           new BrookError(ErrorCodes.SOCKS_COMMAND, 'UDP ASSOCIATE disabled'),
         );
         return;
       }
-      const made = makeAssociation(socket, id, request);
+      const made = relay.associate(socket, id, request, from);
       if (made instanceof BrookError) {
         finish(buildReply(Socks5Reply.GENERAL_FAILURE), made);
         return;
@@ -578,21 +440,6 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
     });
   }
 
-  function bindUdp(type: 'udp4' | 'udp6', host: string, port: number): Promise<dgram.Socket> {
-    return new Promise((resolve, reject) => {
-      const s = dgram.createSocket({ type });
-      const onErr = (e: Error): void => {
-        s.close();
-        reject(e);
-      };
-      s.once('error', onErr);
-      s.bind({ address: host, port, exclusive: true }, () => {
-        s.removeListener('error', onErr);
-        resolve(s);
-      });
-    });
-  }
-
   function closeTcp(server: net.Server): Promise<void> {
     return new Promise((resolve) => server.close(() => resolve()));
   }
@@ -609,7 +456,9 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
       );
     }
     for (let attempt = 0; attempt < MAX_BIND_ATTEMPTS; attempt++) {
-      const server = net.createServer({ allowHalfOpen: true }, onConnection);
+      // no Nagle on the application's side either (as upstream's Go sockets): a relayed answer in two
+      // writes must not wait for the application's delayed ACK
+      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection);
       server.on('error', (e) => log(`${opts.host}:${opts.port}`, '', 'tcp', e));
       try {
         await listenTcp(server, opts.host, opts.port);
@@ -627,14 +476,15 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
         return;
       }
       try {
-        const s = await bindUdp(familyIsV6(a.family) ? 'udp6' : 'udp4', a.address, opts.udpPort ?? a.port);
-        s.on('message', onDatagram);
-        s.on('error', (e) => log(`${a.address}:${a.port}`, '', 'udp', e));
+        const u = await relay.bind(
+          familyIsV6(a.family) ? 'udp6' : 'udp4',
+          a.address,
+          opts.udpPort ?? a.port,
+          `${a.address}:${a.port}`,
+        );
         tcp = server;
         tcpAddr = a;
-        udp = s;
-        udpAddr = s.address();
-        announced = makeAddress(opts.announceIP ?? a.address, udpAddr.port);
+        announced = makeAddress(opts.announceIP ?? a.address, u.port);
         return;
       } catch (e) {
         await closeTcp(server);
@@ -651,11 +501,7 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
     tcp = null;
     const closing = server ? closeTcp(server) : Promise.resolve();
     for (const t of [...sessions]) t();
-    if (udp) {
-      const s = udp;
-      udp = null;
-      await new Promise<void>((resolve) => s.close(() => resolve()));
-    }
+    await relay.close();
     await closing;
   }
 
@@ -667,7 +513,7 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
       return tcpAddr;
     },
     udpAddress(): net.AddressInfo | null {
-      return udp ? udpAddr : null;
+      return relay.address();
     },
     stats,
   };
