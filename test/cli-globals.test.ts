@@ -92,6 +92,40 @@ describe('--log, --tag, --pid', () => {
   }, 30_000);
 });
 
+  it('--log console: a log reader that goes away (EPIPE) drops the lines; the server keeps serving and exits cleanly', async () => {
+    const child = spawn(process.execPath, [CLI, 'wsserver', '--listen', `${LOOPBACK}:0`, '--password', 'hello', '--probeTimeout', '1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    closers.push(() => void (child.exitCode === null && child.kill('SIGKILL')));
+    let stdout = '';
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const onOut = (d: Buffer) => (stdout += d.toString());
+    child.stdout!.on('data', onOut);
+    await waitFor(() => stdout.includes('"listening"'), 10_000, 'the listening line');
+    const port = Number(/"listen":"[^"]*:(\d+)"/.exec(stdout)![1]);
+    child.stdout!.off('data', onOut);
+    child.stdout!.destroy(); // the reader is gone: the next write gets EPIPE
+    // something to log: a handshake that fails at the deadline
+    const s = await connectRaw(port);
+    s.on('error', () => undefined);
+    s.write(upgradeRequest(port));
+    await readHttpHead(s);
+    s.write(Buffer.alloc(40, 1));
+    await sleep(1500);
+    s.destroy();
+    expect(child.exitCode).toBe(null);
+    // still serving: a refused upgrade is answered
+    const t = await connectRaw(port);
+    t.write(`GET /nope HTTP/1.1\r\nHost: x\r\n\r\n`);
+    expect((await readHttpHead(t)).head).toMatch(/^HTTP\/1\.1 404/);
+    t.destroy();
+    child.kill('SIGTERM'); // writes its "shutting down" line into the closed pipe
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.once('exit', (c, sg) => r([c, sg])));
+    expect(stderr).not.toMatch(/EPIPE/);
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+  }, 30_000);
+
 describe('--prometheus', () => {
   it('figures move with the traffic; 1,000 destinations leave the label sets as they were', async () => {
     const mport = await freePort();

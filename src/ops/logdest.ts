@@ -59,6 +59,21 @@ function endStream(s: WriteStream): Promise<void> {
 }
 
 /**
+ * Lines to stdout. When its reader goes away (a closed pipe: EPIPE) the lines are
+ * dropped and the server goes on serving; an unhandled 'error' on process.stdout
+ * would end the process, so a log reader that exits could take the server down.
+ */
+function consoleWriter(): (line: string) => void {
+  let gone = false;
+  process.stdout.on('error', () => {
+    gone = true;
+  });
+  return (line) => {
+    if (!gone) process.stdout.write(line);
+  };
+}
+
+/**
  * Open the destination named by --log (console when undefined). For a file: the
  * first open fails at start with a one-line error; a failed reopen keeps writing to
  * the old file and reports why on stderr.
@@ -73,7 +88,7 @@ export async function openLogDestination(
     return Object.keys(tags).length === 0 ? base : (e) => base({ ...e, ...tags });
   };
   if (where === undefined || where === LOG_CONSOLE) {
-    const stdout = o.stdout ?? ((l: string) => void process.stdout.write(l));
+    const stdout = o.stdout ?? consoleWriter();
     return { log: tagged(stdout), reopen: async () => {}, close: async () => {} };
   }
   const path = where;
