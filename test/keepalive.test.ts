@@ -28,7 +28,8 @@ import { BrookCipher, DEFAULT_HKDF_INFO, nodeCryptoBackend, type AeadBackend } f
 import { FragmentDecoder, FragmentEncoder } from '../src/protocol/fragment.js';
 import { createClientCodec, createServerCodec } from '../src/protocol/session.js';
 import { FRAGMENT_OVERHEAD, MAX_TCP_PAYLOAD, MAX_UDP_PAYLOAD, NONCE_SIZE, SEALED_LENGTH_SIZE, TAG_SIZE } from '../src/protocol/sizes.js';
-import { checkKeepalive, serveTunnel, type TunnelHandle } from '../src/server/tunnel.js';
+import { checkKeepalive } from '../src/net/tunnel-transform.js';
+import { serveTunnel, type TunnelHandle } from '../src/server/tunnel.js';
 import { type Closable, closeAll, LOOPBACK, PASSWORD, readHttpHead, sleep, socksConnect, upgradeRequest, withTimeout } from './helpers/net.js';
 import { concat, NobleDirection, nobleFirstPayload } from './helpers/noble.js';
 

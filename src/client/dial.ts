@@ -10,10 +10,11 @@
  * both at once. The preamble is never built before startTunnel().
  *
  * wss: with a TlsSessionCache (src/client/tls-session.ts) a new connection
- * offers the last session ticket the same server gave us (TLS resumption).
+ * offers the last session ticket the same server gave us (TLS resumption). The
+ * TLS context (trusted CAs) is made once per endpoint, not per connection.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type SecureContext } from 'node:tls';
 import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Address } from '../protocol/address.js';
@@ -92,16 +93,6 @@ export function startTunnel(u: UpgradedConnection, o: TunnelStartOptions): OpenT
   return { socket: u.socket, codec, leftover: u.leftover };
 }
 
-/** startTunnel() on a connection taken from the pool, now; a throw becomes a rejection, as from dialTunnel(). */
-export function startPooled(u: UpgradedConnection, o: TunnelStartOptions): Promise<OpenTunnel> {
-  try {
-    return Promise.resolve(startTunnel(u, o));
-  } catch (e) {
-    u.socket.destroy();
-    return Promise.reject(toBrookError(e));
-  }
-}
-
 /** TCP (or TLS) connect, upgrade request, 101 checked; nothing more is sent. */
 export function connectUpgraded(o: ConnectOptions): Promise<UpgradedConnection> {
   if (o.dialer && !o.dialer.isDefault) return dialThrough(o, o.dialer);
@@ -145,12 +136,27 @@ function tlsOptions(e: ServerEndpoint, to: { host: string; port: number } | { so
     servername: isIpLiteral(e.hostname) ? undefined : e.hostname,
     ALPNProtocols: ['http/1.1'],
     rejectUnauthorized: !e.insecure,
-    ca: e.ca ? [e.ca] : undefined,
+    secureContext: secureContextOf(e),
     // set only when insecure: an explicit undefined replaces tls.checkServerIdentity and trips Node's assert
     ...(e.insecure ? { checkServerIdentity: () => undefined } : {}),
     // honoured by TLSSocket, missing from ConnectionOptions' type
     ...({ allowHalfOpen: true } as object),
   };
+}
+
+/**
+ * The TLS context of an endpoint, made on its first connection and kept with it: tls.connect
+ * would otherwise build one per connection (and parse --ca's PEM each time). Holds only what
+ * the context needs (the trusted CAs); names, checks and sessions stay per connection.
+ */
+const secureContexts = new WeakMap<ServerEndpoint, SecureContext>();
+function secureContextOf(e: ServerEndpoint): SecureContext {
+  let c = secureContexts.get(e);
+  if (!c) {
+    c = createSecureContext(e.ca ? { ca: [e.ca] } : {});
+    secureContexts.set(e, c);
+  }
+  return c;
 }
 
 /** Through the --dialWith* dialer: the TCP connection first (its time counts), then TLS and the upgrade. */

@@ -20,7 +20,13 @@
  * - maxIdleMs after its 101 an idle connection is retired (closed with an RST
  *   over TCP, a plain close over TLS) and replaced: servers close silent
  *   upgraded connections (ours after --probeTimeout, 30 s by default).
- * - Refill in the background after every take and every drop. A failed
+ * - Refill in the background after every drop and after every take, but not in
+ *   the take's own tick: after a hand-out the pool refills once that tunnel is
+ *   under way (settled(): its first answer reached the application), or
+ *   refillDeferMs after the hand-out, whichever comes first, so the connect, the
+ *   upgrade and (wss) the TLS handshake do not compete for the CPU with the
+ *   tunnel being started, on either end. The hand-out that leaves the pool
+ *   empty refills at once. A failed
  *   connect, or a connection the server closes within MIN_HEALTHY_IDLE_MS,
  *   backs off: backoffMinMs doubling up to backoffMaxMs, one attempt at a
  *   time, until a connect succeeds. take() never waits: an empty pool means
@@ -45,6 +51,8 @@ export const DEFAULT_POOL_BACKOFF_MAX_MS = 30_000;
 export const DEFAULT_POOL_DORMANT_MS = 5 * 60_000;
 /** A connection the server closes younger than this (ms) counts as a failed connect (backoff). */
 export const MIN_HEALTHY_IDLE_MS = 500;
+/** A hand-out's replacement waits for its tunnel's first answer at most this long (ms). */
+export const DEFAULT_POOL_REFILL_DEFER_MS = 2;
 
 export interface PoolOptions {
   /** Idle connections to keep (> 0). */
@@ -55,7 +63,15 @@ export interface PoolOptions {
   backoffMinMs?: number;
   backoffMaxMs?: number;
   dormantMs?: number;
+  /** See DEFAULT_POOL_REFILL_DEFER_MS (0: refill in the take's own tick). */
+  refillDeferMs?: number;
   now?: () => number;
+}
+
+/** A connection handed out by take(). */
+export interface PooledConnection extends UpgradedConnection {
+  /** The tunnel is under way (its first answer arrived, or it is over): its replacement may open now. Once; later calls do nothing. */
+  settled(): void;
 }
 
 interface Idle {
@@ -118,7 +134,7 @@ export class TunnelPool {
   }
 
   /** A live upgraded connection (paused, our listeners removed), or null: dial as without a pool. */
-  take(): UpgradedConnection | null {
+  take(): PooledConnection | null {
     if (this.closed) return null;
     this.lastUse = this.now();
     let got: Idle | undefined;
@@ -128,10 +144,27 @@ export class TunnelPool {
       this.stats.lost++;
       got.socket.destroy();
     }
-    if (got) this.stats.hits++;
-    else this.stats.misses++;
-    this.fill();
-    return got ? { socket: got.socket, leftover: Buffer.alloc(0) } : null;
+    if (!got) {
+      this.stats.misses++;
+      this.fill();
+      return null;
+    }
+    this.stats.hits++;
+    const deferMs = this.o.refillDeferMs ?? DEFAULT_POOL_REFILL_DEFER_MS;
+    if (deferMs <= 0 || this.idle.length === 0) {
+      this.fill();
+      return { socket: got.socket, leftover: Buffer.alloc(0), settled: () => undefined };
+    }
+    let pending = true;
+    const settled = () => {
+      if (!pending) return;
+      pending = false;
+      clearTimeout(timer);
+      this.fill();
+    };
+    const timer = setTimeout(settled, deferMs);
+    timer.unref();
+    return { socket: got.socket, leftover: Buffer.alloc(0), settled };
   }
 
   private usable(c: Idle): boolean {

@@ -16,6 +16,7 @@
  * network and code, so a misbehaving local application (or anything that can
  * reach the SOCKS5 UDP port) cannot set the log volume.
  */
+import type { Socket } from 'node:net';
 import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { createHttpProxyServer } from '../httpproxy/server.js';
@@ -28,9 +29,17 @@ import type { AeadBackend } from '../protocol/cipher.js';
 import type { Clock } from '../protocol/header.js';
 import type { ClientCodec } from '../protocol/session.js';
 import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
-import { checkKeepalive, tunnelTransform } from '../server/tunnel.js';
-import { createSocks5Server, type Socks5Server, type UdpAssociation } from '../socks5/server.js';
-import { connectUpgraded, DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint, startPooled } from './dial.js';
+import { checkKeepalive, tunnelTransform } from '../net/tunnel-transform.js';
+import { type ConnectRequest, createSocks5Server, type Socks5Server, type UdpAssociation } from '../socks5/server.js';
+import {
+  connectUpgraded,
+  DEFAULT_TUNNEL_TIMEOUT_MS,
+  dialTunnel,
+  type OpenTunnel,
+  type ServerEndpoint,
+  startTunnel,
+  type UpgradedConnection,
+} from './dial.js';
 import { TunnelPool } from './pool.js';
 import { TlsSessionCache } from './tls-session.js';
 import { TunnelDuplex } from './duplex.js';
@@ -89,7 +98,10 @@ interface UdpFlow {
   queue: Buffer[];
   queuedBytes: number;
   tunnel: { socket: import('node:net').Socket; codec: ClientCodec } | null;
+  /** One coarse idle timer per flow: it checks lastActive when it fires (never reset per datagram). */
   idle: NodeJS.Timeout | null;
+  /** performance.now() of the last datagram either way. */
+  lastActive: number;
   closed: boolean;
   /** "ip:port" of the SOCKS5 client, for log lines. */
   from: string;
@@ -100,11 +112,19 @@ interface UdpFlow {
 /** Log lines per UDP flow for dropped datagrams (later drops are only counted in stats.udpDropped). */
 export const UDP_FLOW_MAX_LOGGED_DROPS = 3;
 
+/** "ip:port" of an association's SOCKS5 client, for log lines (built only when needed). */
+function clientOf(assoc: UdpAssociation): string {
+  const ca = assoc.clientAddress ?? '?';
+  return ca.includes(':') ? `[${ca}]:${assoc.clientPort}` : `${ca}:${assoc.clientPort}`;
+}
+
 export class WsClient {
   readonly socks: Socks5Server;
   private http: ReturnType<typeof createHttpProxyServer> | null = null;
   private readonly relays = new Set<RelayLike>();
   private readonly flows = new Map<string, UdpFlow>();
+  /** The flow of the last datagram: hit when the SOCKS5 relay hands out the same destination object (src/socks5/udp.ts). */
+  private lastFlow: UdpFlow | null = null;
   /** Per-connection lines (rate-limited, see the top of this file). */
   private readonly log: RateLimitedLogger;
   readonly stats = { tunnels: 0, tunnelFailures: 0, udpDropped: 0 };
@@ -157,30 +177,24 @@ export class WsClient {
       log: this.log,
       now: o.now,
       onConnect: (req) => {
-        const started = this.dial('tcp', req.destination);
-        started.then(
-          (t) => {
-            const local = req.accept();
-            if (local.destroyed) {
-              t.socket.destroy();
-              return;
-            }
-            // withoutBrookProtocol TCP is raw bytes both ways: spliced in the kernel when it can be (src/net/splice.ts)
-            const relay = startRelay(local, t.socket, tunnelTransform(t.codec), {
-              splice: o.withoutBrookProtocol === true,
-              idleTimeoutMs: (o.tcpTimeout ?? 0) * 1000,
-              keepaliveMs: (o.keepalive ?? 0) * 1000,
-              initialTunnel: t.leftover,
-              onClose: (err) => {
-                this.relays.delete(relay);
-                this.metrics.tunnelClosed('tcp', relay.stats);
-                if (err && err.code !== ErrorCodes.CLOSED) {
-                  this.logError(`${req.source.address}:${req.source.port}`, req.destination, 'tcp', err);
-                }
-              },
-            });
-            this.relays.add(relay);
-          },
+        const pooled = this.pool?.take() ?? null;
+        if (pooled) {
+          // a prewarmed connection: the application gets its answer at once (nothing left that can
+          // fail before the relay), then the preamble goes out, in this same tick
+          const local = req.accept();
+          let t: OpenTunnel;
+          try {
+            t = this.startOn(pooled, 'tcp', req.destination);
+          } catch (e) {
+            local.destroy();
+            this.logError(`${req.source.address}:${req.source.port}`, req.destination, 'tcp', toBrookError(e));
+            return;
+          }
+          this.relayTcp(req, local, t, pooled.settled);
+          return;
+        }
+        this.dial('tcp', req.destination, null).then(
+          (t) => this.relayTcp(req, req.accept(), t),
           // the SOCKS5 server logs the failure with its reply: one line, not two
           (err: BrookError) => req.reject(err),
         );
@@ -197,10 +211,48 @@ export class WsClient {
     this.log({ from, dst: formatAddress(dst), network, error: err.message, code: err.code });
   }
 
-  private dial(network: 'tcp' | 'udp', destination: Address) {
+  /** The TCP relay of an accepted SOCKS5 CONNECT (`local`: the application's socket, already answered). */
+  private relayTcp(req: ConnectRequest, local: Socket, t: OpenTunnel, settled?: () => void): void {
+    const o = this.o;
+    if (local.destroyed) {
+      t.socket.destroy();
+      return;
+    }
+    // withoutBrookProtocol TCP is raw bytes both ways: spliced in the kernel when it can be (src/net/splice.ts)
+    const relay = startRelay(local, t.socket, tunnelTransform(t.codec), {
+      splice: o.withoutBrookProtocol === true,
+      idleTimeoutMs: (o.tcpTimeout ?? 0) * 1000,
+      keepaliveMs: (o.keepalive ?? 0) * 1000,
+      initialTunnel: t.leftover,
+      // a pooled tunnel's first answer: the pool may refill now (src/client/pool.ts; a spliced relay
+      // never calls it, the pool's timer does)
+      onFirstDown: settled,
+      onClose: (err) => {
+        this.relays.delete(relay);
+        this.metrics.tunnelClosed('tcp', relay.stats);
+        if (err && err.code !== ErrorCodes.CLOSED) {
+          this.logError(`${req.source.address}:${req.source.port}`, req.destination, 'tcp', err);
+        }
+      },
+    });
+    this.relays.add(relay);
+  }
+
+  /** The preamble on a pooled connection, now (synchronous; a failure is counted and thrown). */
+  private startOn(pooled: UpgradedConnection, network: 'tcp' | 'udp', destination: Address): OpenTunnel {
     this.stats.tunnels++;
-    const pooled = this.pool?.take();
-    const opts = {
+    try {
+      const t = startTunnel(pooled, this.tunnelOptions(network, destination));
+      this.metrics.tunnelOpened(network);
+      return t;
+    } catch (e) {
+      pooled.socket.destroy();
+      throw this.dialFailed(e);
+    }
+  }
+
+  private tunnelOptions(network: 'tcp' | 'udp', destination: Address) {
+    return {
       endpoint: this.o.endpoint,
       password: this.o.password,
       withoutBrookProtocol: this.o.withoutBrookProtocol,
@@ -214,33 +266,54 @@ export class WsClient {
       dialer: this.o.dialer,
       tlsSessions: this.tlsSessions ?? undefined,
     };
-    // a pooled connection only needs its preamble (fresh nonce and time, made now)
-    return (pooled ? startPooled(pooled, opts) : dialTunnel(opts)).then((t) => {
-      this.metrics.tunnelOpened(network);
-      return t;
-    }).catch((e: unknown) => {
-      this.stats.tunnelFailures++;
-      const err = toBrookError(e);
-      this.metrics.dialFailed(err.code);
-      throw err;
-    });
+  }
+
+  private dialFailed(e: unknown): BrookError {
+    this.stats.tunnelFailures++;
+    const err = toBrookError(e);
+    this.metrics.dialFailed(err.code);
+    return err;
+  }
+
+  /** A tunnel: on a pooled connection when there is one (`pooled`, taken by the caller, or now), else dialled. */
+  private dial(network: 'tcp' | 'udp', destination: Address, pooled: UpgradedConnection | null = this.pool?.take() ?? null): Promise<OpenTunnel> {
+    if (pooled) {
+      try {
+        return Promise.resolve(this.startOn(pooled, network, destination));
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    this.stats.tunnels++;
+    return dialTunnel(this.tunnelOptions(network, destination)).then(
+      (t) => {
+        this.metrics.tunnelOpened(network);
+        return t;
+      },
+      (e: unknown) => {
+        throw this.dialFailed(e);
+      },
+    );
   }
 
   private onDatagram(assoc: UdpAssociation, dst: Address, data: Buffer): void {
     const max = this.o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
-    const ca = assoc.clientAddress ?? '?';
-    const from = ca.includes(':') ? `[${ca}]:${assoc.clientPort}` : `${ca}:${assoc.clientPort}`;
     if (data.length > max) {
       this.stats.udpDropped++;
-      this.log({ from, dst: formatAddress(dst), network: 'udp', error: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
+      this.log({ from: clientOf(assoc), dst: formatAddress(dst), network: 'udp', error: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
       return;
     }
-    const key = `${assoc.id}|${formatAddress(dst)}`;
-    let f = this.flows.get(key);
-    if (!f) {
-      f = { key, assoc, dst, queue: [], queuedBytes: 0, tunnel: null, idle: null, closed: false, from, logged: 0 };
-      this.flows.set(key, f);
-      this.openFlow(f, from);
+    let f = this.lastFlow;
+    if (f === null || f.dst !== dst || f.assoc !== assoc || f.closed) {
+      const key = `${assoc.id}|${formatAddress(dst)}`;
+      f = this.flows.get(key) ?? null;
+      if (f === null) {
+        const from = clientOf(assoc);
+        f = { key, assoc, dst, queue: [], queuedBytes: 0, tunnel: null, idle: null, lastActive: 0, closed: false, from, logged: 0 };
+        this.flows.set(key, f);
+        this.openFlow(f, from);
+      }
+      this.lastFlow = f;
     }
     this.touch(f);
     if (!f.tunnel) {
@@ -319,23 +392,32 @@ export class WsClient {
     );
   }
 
+  /** Note activity; the flow's one idle timer is armed here once and re-armed only when it fires early. */
   private touch(f: UdpFlow): void {
     const secs = this.o.udpTimeout ?? 60;
     if (secs <= 0) return;
-    if (f.idle) f.idle.refresh();
-    else f.idle = setTimeout(() => this.closeFlow(f), secs * 1000);
+    f.lastActive = performance.now();
+    if (!f.idle) f.idle = setTimeout(() => this.checkIdle(f, secs * 1000), secs * 1000);
+  }
+
+  private checkIdle(f: UdpFlow, ms: number): void {
+    const idleFor = performance.now() - f.lastActive;
+    if (idleFor >= ms) this.closeFlow(f);
+    else if (!f.closed) f.idle = setTimeout(() => this.checkIdle(f, ms), ms - idleFor);
   }
 
   private closeFlow(f: UdpFlow): void {
     if (f.closed) return;
     f.closed = true;
     if (f.idle) clearTimeout(f.idle);
+    f.idle = null;
     f.queue = [];
     if (f.tunnel) {
       f.tunnel.socket.destroy();
       this.metrics.tunnelClosed('udp', { up: 0, down: 0 });
     }
     this.flows.delete(f.key);
+    if (this.lastFlow === f) this.lastFlow = null;
   }
 
   /** Open UDP flows (for tests and stats). */

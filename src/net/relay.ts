@@ -63,6 +63,11 @@ export interface RelayOptions {
   /** Clock for the keepalive (ms, monotonic); default performance.now. */
   now?: () => number;
   onClose?: (err: BrookError | null, stats: RelayStats) => void;
+  /**
+   * Called once, right after the first payload from the tunnel was written to the plain side
+   * (the client's pool refills then: src/client/pool.ts). Costs a null check per write after.
+   */
+  onFirstDown?: () => void;
 }
 
 export interface RelayStats {
@@ -115,6 +120,7 @@ export class Relay {
   private lastTunnelWrite = 0;
   /** Keepalives written so far. */
   keepalivesSent = 0;
+  private onFirstDown: (() => void) | null;
 
   constructor(
     private readonly plain: RelaySide,
@@ -122,6 +128,7 @@ export class Relay {
     private readonly t: TunnelTransform,
     private readonly opts: RelayOptions = {},
   ) {
+    this.onFirstDown = opts.onFirstDown ?? null;
     for (const p of opts.initialPlain ?? []) this.writePlain(p);
     if (opts.initialTunnel && opts.initialTunnel.length > 0) this.onTunnelData(opts.initialTunnel);
 
@@ -266,7 +273,13 @@ export class Relay {
   private writePlain(p: Buffer): boolean {
     this.stats.down += p.length;
     // a batch-opened payload goes back to the decoder's pool once written
-    return this.plain.write(p, () => releaseOpened(p));
+    const ok = this.plain.write(p, () => releaseOpened(p));
+    if (this.onFirstDown) {
+      const f = this.onFirstDown;
+      this.onFirstDown = null;
+      f();
+    }
+    return ok;
   }
 
   private onTunnelData(d: Buffer): void {

@@ -22,11 +22,11 @@ import {
   DEFAULT_PROBE_BYTE_BUDGET,
   DEFAULT_PROBE_TIMEOUT_MS,
   DEFAULT_UDP_QUEUE_LIMIT,
-  checkKeepalive,
   type ServerTunnelOptions,
   serveTunnel,
   type TunnelHandle,
 } from './tunnel.js';
+import { checkKeepalive } from '../net/tunnel-transform.js';
 import type { Dialer } from '../dial/index.js';
 import type { DestinationPolicy } from '../policy/index.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';

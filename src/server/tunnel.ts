@@ -26,6 +26,7 @@ import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import { createServerCodec, type SessionOptions } from '../protocol/session.js';
 import { startRelay, type RelayLike } from '../net/splice.js';
+import { tunnelTransform } from '../net/tunnel-transform.js';
 import { resetSocket } from '../net/reset.js';
 import type { ReplayGuard, ReplayVerdict } from './replay.js';
 import { UdpFlow } from './udpflow.js';
@@ -90,6 +91,11 @@ export const DEFAULT_PROBE_TIMEOUT_MS = 30_000;
 export const DEFAULT_PROBE_BYTE_BUDGET = 256 * 1024;
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;
 export const DEFAULT_UDP_QUEUE_LIMIT = 1024 * 1024;
+/**
+ * Payload bytes read from an accepted tunnel while its destination is being dialled (or its
+ * block check runs): beyond them the socket is paused until the relay takes over.
+ */
+export const MAX_EARLY_PAYLOAD = 64 * 1024;
 
 export interface TunnelHandle {
   /** Stop now (shutdown past its grace period). */
@@ -105,6 +111,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   const closed = new Promise<void>((r) => (resolveClosed = r));
   const codec = createServerCodec(o);
   const early: Buffer[] = [];
+  /** Bytes in `early` (bounded by MAX_EARLY_PAYLOAD once the header is accepted). */
+  let earlyBytes = 0;
   let relay: RelayLike | null = null;
   let udp: UdpFlow | null = null;
   let finished = false;
@@ -238,7 +246,15 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     clearTimeout(handshakeTimer);
     socket.removeListener('data', onHandshakeData);
     socket.removeListener('end', onHandshakeEnd);
-    socket.pause();
+    // TCP: keep reading while the destination is dialled, so the first payloads are ready for it the
+    // moment it connects (UDP: its flow starts reading)
+    for (const p of early) earlyBytes += p.length;
+    if (h.network === 'tcp' && earlyBytes < MAX_EARLY_PAYLOAD) {
+      socket.on('data', onEarlyData);
+      socket.resume();
+    } else {
+      socket.pause();
+    }
     events.onEstablished?.();
     const policy = o.policy;
     if (!policy) {
@@ -263,6 +279,29 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
         finish(err, 'rst');
       },
     );
+  };
+
+  /** Fragments after an accepted header, before the relay (or UDP flow) takes the socket over. */
+  const onEarlyData = (chunk: Buffer) => {
+    try {
+      codec.push(chunk, (p) => {
+        early.push(p);
+        earlyBytes += p.length;
+      });
+    } catch (e) {
+      // a stream that fails to open after its header is an abort, as in the relay
+      finish(toBrookError(e), 'rst');
+      return;
+    }
+    if (earlyBytes >= MAX_EARLY_PAYLOAD) socket.pause();
+  };
+
+  /** The relay (or UDP flow) reads from here on: stop reading for it; what was read is handed over. */
+  const stopEarly = () => {
+    socket.removeListener('data', onEarlyData);
+    socket.pause();
+    earlyBytes = 0;
+    return early.splice(0);
   };
 
   /** Answer (the server nonce) and dial `host` (the destination's, or the address the block check resolved). */
@@ -299,12 +338,13 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
         remote.setNoDelay(true);
         sendHello();
         // withoutBrookProtocol TCP is raw bytes both ways: spliced in the kernel when it can be
-        // (src/net/splice.ts; never over wss, never in Brook mode)
+        // (src/net/splice.ts; never over wss, never in Brook mode). The payloads read while dialling
+        // go to the destination at once.
         relay = startRelay(remote, socket, tunnelTransform(codec), {
           splice: o.withoutBrookProtocol === true,
           idleTimeoutMs: o.tcpTimeout * 1000,
           keepaliveMs: o.keepaliveMs,
-          initialPlain: early.splice(0),
+          initialPlain: stopEarly(),
           onClose: (err) => finish(err),
         });
       },
@@ -318,7 +358,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   };
 
   const startUdp = (h: FirstPayload, host: string) => {
-    udp = new UdpFlow(socket, codec, h, o, early.splice(0), (err) => finish(err), host);
+    udp = new UdpFlow(socket, codec, h, o, stopEarly(), (err) => finish(err), host);
   };
 
   // a reset by the client before a header: close at once, logging why the handshake had failed
@@ -344,37 +384,4 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     stats,
     closed,
   };
-}
-
-export function tunnelTransform(codec: {
-  push(c: Buffer, emit: (p: Buffer) => void): unknown;
-  seal(d: Uint8Array): Buffer;
-  sealInto?(d: Uint8Array, out: Uint8Array): number;
-  keepalive?(): Buffer | null;
-  end(): void;
-}) {
-  return {
-    open: (chunk: Buffer, emit: (p: Buffer) => void) => {
-      codec.push(chunk, emit);
-    },
-    seal: (data: Buffer) => codec.seal(data),
-    // the Relay seals into reused buffers when the codec can (Brook TCP)
-    sealInto: codec.sealInto ? (data: Buffer, out: Buffer) => codec.sealInto!(data, out) : undefined,
-    end: () => codec.end(),
-    // Brook: an empty fragment for --keepalive (the codec answers null on UDP; withoutBrookProtocol has none)
-    keepalive: codec.keepalive ? () => codec.keepalive!() : undefined,
-  };
-}
-
-/**
- * --keepalive (client and server): seconds (the CLI takes whole ones; the API any positive
- * number), and only with the Brook protocol: withoutBrookProtocol relays raw bytes, with no
- * framing to carry an empty message, so the option is refused there rather than ignored.
- */
-export function checkKeepalive(seconds: number | undefined, withoutBrookProtocol: boolean | undefined): void {
-  if (seconds === undefined || seconds === 0) return;
-  if (!Number.isFinite(seconds) || seconds < 0) throw new BrookError(ErrorCodes.CONFIG, `--keepalive must be a number of seconds, got ${seconds}`);
-  if (withoutBrookProtocol) {
-    throw new BrookError(ErrorCodes.CONFIG, '--keepalive needs the Brook protocol: withoutBrookProtocol has no framing to carry an empty message');
-  }
 }

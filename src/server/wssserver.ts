@@ -15,7 +15,7 @@ import { formatBound, parseListen } from '../net/listen.js';
 import { readFileSync } from 'node:fs';
 import { WsServer, type WsServerOptions } from './wsserver.js';
 import { replayGuardForProcess } from '../cluster.js';
-import { checkKeepalive } from './tunnel.js';
+import { checkKeepalive } from '../net/tunnel-transform.js';
 
 type Opts = Record<string, unknown>;
 
