@@ -1,6 +1,6 @@
 /**
  * Helpers for tests that drive the built CLI (dist/cmd/brook-ts.js, made by
- * `npx tsc -p tsconfig.json`; `make test` builds first).
+ * `npm run build`: tsc, then the esbuild bundle; `make test` builds first).
  *
  * - runCli(args): run to completion asynchronously, collect stdout/stderr/exit code.
  * - startCli(args): spawn without a shell, wait for its JSON "listening" line,
@@ -25,7 +25,7 @@ const START_TIMEOUT_MS = 10_000;
 const KILL_GRACE_MS = 3_000;
 
 export function assertBuilt(): void {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p tsconfig.json`);
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npm run build`);
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
