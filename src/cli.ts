@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { resolveServer } from './client/connect.js';
 import { WsClient, type WsClientOptions, DEFAULT_SOCKS5_LISTEN } from './client/wsclient.js';
 import { DEFAULT_POOL_MAX_IDLE_MS, DEFAULT_POOL_SIZE } from './client/pool.js';
 import type { ServerEndpoint } from './client/dial.js';
@@ -157,30 +158,25 @@ function cryptoFields(pref: unknown): Record<string, string> {
   return why ? { crypto: name, cryptoReason: why } : { crypto: name };
 }
 
-/** Client settings from --wsserver/--wssserver or --link. */
+/**
+ * Client settings from --wsserver/--wssserver or --link. With a link, the flags given next to it
+ * win over what the link says, as options do in the library's resolveServer (src/client/connect.ts):
+ * --passwordFile's password, --address, --ca; --insecure and --withoutBrookProtocol add to it.
+ */
 function clientSettings(kind: LinkKind, o: Opts): Pick<WsClientOptions, 'endpoint' | 'password' | 'withoutBrookProtocol' | 'clientHKDFInfo' | 'serverHKDFInfo'> {
   if (o['link']) {
-    const l = parseLink(String(o['link']));
+    const link = String(o['link']);
+    const l = parseLink(link);
     if (kind && l.kind !== kind && o['command'] !== 'connect') {
       throw new BrookError(ErrorCodes.LINK_KIND, `this is a ${l.kind} link; use brook-ts ${l.kind === 'wsserver' ? 'wsclient' : 'wssclient'} or connect`);
     }
-    const address = l.address ? parseHostPort(l.address) : undefined;
-    return {
-      endpoint: {
-        secure: l.kind === 'wssserver',
-        hostPort: l.hostPort,
-        hostname: l.hostname,
-        port: l.port,
-        path: l.path,
-        address: address ? { host: address.host, port: address.port } : undefined,
-        insecure: l.insecure || Boolean(o['insecure']),
-        ca: l.ca ?? (o['ca'] ? readPem(String(o['ca']), 'CA file') : undefined),
-      },
-      password: (o['linkPassword'] as string | undefined) ?? l.password,
-      withoutBrookProtocol: l.withoutBrookProtocol || Boolean(o['withoutBrookProtocol']),
-      clientHKDFInfo: l.clientHKDFInfo,
-      serverHKDFInfo: l.serverHKDFInfo,
-    };
+    return resolveServer(link, {
+      password: o['linkPassword'] as string | undefined,
+      address: o['address'] ? String(o['address']) : undefined,
+      insecure: Boolean(o['insecure']),
+      ca: o['ca'] ? readPem(String(o['ca']), 'CA file') : undefined,
+      withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
+    });
   }
   const url = o[kind] as string | undefined;
   const flag = kind === 'wsserver' ? '--wsserver' : '--wssserver';

@@ -110,6 +110,15 @@ describe('clients from links', () => {
     expect(wrong.stderr).toMatch(/wssserver link.*wssclient or connect/);
   });
 
+  it('flags beside a link win over it: --address replaces the link\'s address (as in the library\'s resolveServer)', async () => {
+    const server = await startCli(['wsserver', '--listen', `${LOOPBACK}:0`, '--password', PASSWORD]);
+    const port = server.port('listen');
+    // the link names a host that does not resolve (.invalid) and, as its address, a port nothing listens on
+    const l = await link(['-s', `ws://brook.invalid:${port}`, '-p', PASSWORD, '--address', `${LOOPBACK}:9`]);
+    const client = await startCli(['wsclient', '--link', l, '--address', `${LOOPBACK}:${port}`, '--socks5', `${LOOPBACK}:0`, '--pool', '0']);
+    await expectWorks(client, 'link-address');
+  });
+
   it('wssclient --link and connect --link with the CA embedded, address and withoutBrookProtocol', async () => {
     const files = await selfSigned(tmp.dir, DOMAIN, 'app');
     const server = await startCli([
