@@ -1,7 +1,7 @@
 /**
  * The SOCKS5 UDP relay (RFC 1928 section 7): one UDP socket per SOCKS5 server,
  * shared by every UDP association; the TCP handshake that creates an
- * association lives in server.ts.
+ * association lives in handshake.ts.
  *
  * UDP client address rule (which datagrams belong to which association):
  *   - One UDP socket per server, bound to the same host and port number as
@@ -68,7 +68,7 @@ export interface UdpRelayOptions {
   onUdpAssociationClosed?: (assoc: UdpAssociation) => void;
 }
 
-/** An association as the relay tracks it; opaque to server.ts. */
+/** An association as the relay tracks it; opaque to handshake.ts and server.ts. */
 export interface AssocState {
   pub: UdpAssociation;
   peerIp: string; // normalized
