@@ -3,18 +3,16 @@
  * that carries each TCP connection, and each UDP flow, in its own tunnel to
  * the wsserver.
  *
- * UDP: one tunnel per (association, destination) flow, opened on the first
- * datagram (which travels in it), reused for later ones, closed after
- * udpTimeout seconds idle. Datagrams that arrive while the flow's tunnel is
- * opening are queued in order up to udpQueueLimit bytes; beyond it they are
- * dropped and counted.
+ * UDP flows (one tunnel per (association, destination), the queue while a
+ * tunnel opens, idle close, drops): src/client/udp-flows.ts.
  *
  * Logging: one line per failed tunnel or flow, {from, dst, network, error,
  * code}. A failed CONNECT is logged by the SOCKS5 server when it sends the
  * failure reply (not here too). Every per-connection line, from here, the
- * SOCKS5 server and the HTTP proxy, goes through one rateLimitLogger keyed by
- * network and code, so a misbehaving local application (or anything that can
- * reach the SOCKS5 UDP port) cannot set the log volume.
+ * UDP flows, the SOCKS5 server and the HTTP proxy, goes through one
+ * rateLimitLogger keyed by network and code, so a misbehaving local
+ * application (or anything that can reach the SOCKS5 UDP port) cannot set the
+ * log volume.
  */
 import type { Socket } from 'node:net';
 import type { Dialer } from '../dial/index.js';
@@ -27,10 +25,8 @@ import { parseListen } from '../net/listen.js';
 import { type Address, formatAddress } from '../protocol/address.js';
 import type { AeadBackend } from '../protocol/cipher.js';
 import type { Clock } from '../protocol/header.js';
-import type { ClientCodec } from '../protocol/session.js';
-import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
 import { checkKeepalive, tunnelTransform } from '../net/tunnel-transform.js';
-import { type ConnectRequest, createSocks5Server, type Socks5Server, type UdpAssociation } from '../socks5/server.js';
+import { type ConnectRequest, createSocks5Server, type Socks5Server } from '../socks5/server.js';
 import {
   connectUpgraded,
   DEFAULT_TUNNEL_TIMEOUT_MS,
@@ -43,6 +39,7 @@ import {
 import { TunnelPool } from './pool.js';
 import { TlsSessionCache } from './tls-session.js';
 import { TunnelDuplex } from './duplex.js';
+import { ClientUdpFlows } from './udp-flows.js';
 
 export interface WsClientOptions {
   endpoint: ServerEndpoint;
@@ -87,44 +84,14 @@ export interface WsClientOptions {
 }
 
 export const DEFAULT_SOCKS5_LISTEN = '127.0.0.1:1080';
-export const DEFAULT_UDP_FLOW_QUEUE_LIMIT = 256 * 1024;
-/** A tunnel whose unsent bytes exceed this drops further datagrams rather than buffer them. */
-export const UDP_TUNNEL_BACKLOG_LIMIT = 1024 * 1024;
-
-interface UdpFlow {
-  key: string;
-  assoc: UdpAssociation;
-  dst: Address;
-  queue: Buffer[];
-  queuedBytes: number;
-  tunnel: { socket: import('node:net').Socket; codec: ClientCodec } | null;
-  /** One coarse idle timer per flow: it checks lastActive when it fires (never reset per datagram). */
-  idle: NodeJS.Timeout | null;
-  /** performance.now() of the last datagram either way. */
-  lastActive: number;
-  closed: boolean;
-  /** "ip:port" of the SOCKS5 client, for log lines. */
-  from: string;
-  /** Drops logged so far for this flow (at most UDP_FLOW_MAX_LOGGED_DROPS lines). */
-  logged: number;
-}
-
-/** Log lines per UDP flow for dropped datagrams (later drops are only counted in stats.udpDropped). */
-export const UDP_FLOW_MAX_LOGGED_DROPS = 3;
-
-/** "ip:port" of an association's SOCKS5 client, for log lines (built only when needed). */
-function clientOf(assoc: UdpAssociation): string {
-  const ca = assoc.clientAddress ?? '?';
-  return ca.includes(':') ? `[${ca}]:${assoc.clientPort}` : `${ca}:${assoc.clientPort}`;
-}
+export { DEFAULT_UDP_FLOW_QUEUE_LIMIT, UDP_FLOW_MAX_LOGGED_DROPS, UDP_TUNNEL_BACKLOG_LIMIT } from './udp-flows.js';
 
 export class WsClient {
   readonly socks: Socks5Server;
   private http: ReturnType<typeof createHttpProxyServer> | null = null;
   private readonly relays = new Set<RelayLike>();
-  private readonly flows = new Map<string, UdpFlow>();
-  /** The flow of the last datagram: hit when the SOCKS5 relay hands out the same destination object (src/socks5/udp.ts). */
-  private lastFlow: UdpFlow | null = null;
+  /** The client's UDP flows (src/client/udp-flows.ts). */
+  private readonly udp: ClientUdpFlows;
   /** Per-connection lines (rate-limited, see the top of this file). */
   private readonly log: RateLimitedLogger;
   readonly stats = { tunnels: 0, tunnelFailures: 0, udpDropped: 0 };
@@ -167,6 +134,15 @@ export class WsClient {
       key: (e) => `${String(e.network ?? '')}|${String(e.code ?? e.error ?? '')}`,
       intervalMs: o.logIntervalMs,
     });
+    this.udp = new ClientUdpFlows({
+      open: (destination) => this.dial('udp', destination),
+      log: this.log,
+      stats: this.stats,
+      metrics: this.metrics,
+      withoutBrookProtocol: o.withoutBrookProtocol,
+      udpTimeout: o.udpTimeout,
+      udpQueueLimit: o.udpQueueLimit,
+    });
     const listen = parseListen(o.socks5 ?? DEFAULT_SOCKS5_LISTEN);
     this.socks = createSocks5Server({
       host: listen.host ?? '0.0.0.0',
@@ -199,10 +175,8 @@ export class WsClient {
           (err: BrookError) => req.reject(err),
         );
       },
-      onUdpDatagram: (assoc, dst, data) => this.onDatagram(assoc, dst, data),
-      onUdpAssociationClosed: (assoc) => {
-        for (const f of this.flows.values()) if (f.assoc === assoc) this.closeFlow(f);
-      },
+      onUdpDatagram: (assoc, dst, data) => this.udp.onDatagram(assoc, dst, data),
+      onUdpAssociationClosed: (assoc) => this.udp.closeAssociation(assoc),
     });
   }
 
@@ -296,133 +270,9 @@ export class WsClient {
     );
   }
 
-  private onDatagram(assoc: UdpAssociation, dst: Address, data: Buffer): void {
-    const max = this.o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
-    if (data.length > max) {
-      this.stats.udpDropped++;
-      this.log({ from: clientOf(assoc), dst: formatAddress(dst), network: 'udp', error: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
-      return;
-    }
-    let f = this.lastFlow;
-    if (f === null || f.dst !== dst || f.assoc !== assoc || f.closed) {
-      const key = `${assoc.id}|${formatAddress(dst)}`;
-      f = this.flows.get(key) ?? null;
-      if (f === null) {
-        const from = clientOf(assoc);
-        f = { key, assoc, dst, queue: [], queuedBytes: 0, tunnel: null, idle: null, lastActive: 0, closed: false, from, logged: 0 };
-        this.flows.set(key, f);
-        this.openFlow(f, from);
-      }
-      this.lastFlow = f;
-    }
-    this.touch(f);
-    if (!f.tunnel) {
-      const limit = this.o.udpQueueLimit ?? DEFAULT_UDP_FLOW_QUEUE_LIMIT;
-      if (f.queuedBytes + data.length > limit) {
-        this.dropDatagram(f, `queue of ${limit} bytes full while the tunnel opens`);
-        return;
-      }
-      f.queue.push(data);
-      f.queuedBytes += data.length;
-      return;
-    }
-    this.sendDatagram(f, data);
-  }
-
-  private sendDatagram(f: UdpFlow, data: Buffer): void {
-    const t = f.tunnel!;
-    if (t.socket.writableLength > UDP_TUNNEL_BACKLOG_LIMIT) {
-      this.dropDatagram(f, `tunnel backlog over ${UDP_TUNNEL_BACKLOG_LIMIT} bytes`);
-      return;
-    }
-    this.metrics.udpDatagram('up');
-    t.socket.write(t.codec.seal(data));
-  }
-
-  /** Count a dropped datagram; log the first few per flow. */
-  private dropDatagram(f: UdpFlow, why: string): void {
-    this.stats.udpDropped++;
-    this.metrics.udpDropped();
-    if (f.logged >= UDP_FLOW_MAX_LOGGED_DROPS) return;
-    f.logged++;
-    this.log({ from: f.from, dst: formatAddress(f.dst), network: 'udp', error: `datagram dropped: ${why}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
-  }
-
-  private openFlow(f: UdpFlow, from: string): void {
-    this.dial('udp', f.dst).then(
-      (t) => {
-        if (f.closed) {
-          t.socket.destroy();
-          return;
-        }
-        f.tunnel = { socket: t.socket, codec: t.codec };
-        const onData = (d: Buffer) => {
-          this.touch(f);
-          try {
-            t.codec.push(d, (p) => {
-              this.metrics.udpDatagram('down');
-              f.assoc.send(f.dst, p);
-            });
-          } catch (e) {
-            const err = toBrookError(e);
-            this.logError(from, f.dst, 'udp', err);
-            this.closeFlow(f);
-          }
-        };
-        t.socket.on('data', onData);
-        t.socket.on('error', (e) => {
-          if (!f.closed) {
-            const err = toBrookError(e);
-            this.logError(from, f.dst, 'udp', err);
-          }
-          this.closeFlow(f);
-        });
-        t.socket.on('close', () => this.closeFlow(f));
-        t.socket.on('end', () => this.closeFlow(f));
-        t.socket.resume();
-        if (t.leftover.length > 0) onData(t.leftover);
-        for (const d of f.queue.splice(0)) this.sendDatagram(f, d);
-        f.queuedBytes = 0;
-      },
-      (err: BrookError) => {
-        this.logError(from, f.dst, 'udp', err);
-        this.stats.udpDropped += f.queue.length;
-        this.closeFlow(f);
-      },
-    );
-  }
-
-  /** Note activity; the flow's one idle timer is armed here once and re-armed only when it fires early. */
-  private touch(f: UdpFlow): void {
-    const secs = this.o.udpTimeout ?? 60;
-    if (secs <= 0) return;
-    f.lastActive = performance.now();
-    if (!f.idle) f.idle = setTimeout(() => this.checkIdle(f, secs * 1000), secs * 1000);
-  }
-
-  private checkIdle(f: UdpFlow, ms: number): void {
-    const idleFor = performance.now() - f.lastActive;
-    if (idleFor >= ms) this.closeFlow(f);
-    else if (!f.closed) f.idle = setTimeout(() => this.checkIdle(f, ms), ms - idleFor);
-  }
-
-  private closeFlow(f: UdpFlow): void {
-    if (f.closed) return;
-    f.closed = true;
-    if (f.idle) clearTimeout(f.idle);
-    f.idle = null;
-    f.queue = [];
-    if (f.tunnel) {
-      f.tunnel.socket.destroy();
-      this.metrics.tunnelClosed('udp', { up: 0, down: 0 });
-    }
-    this.flows.delete(f.key);
-    if (this.lastFlow === f) this.lastFlow = null;
-  }
-
   /** Open UDP flows (for tests and stats). */
   get udpFlows(): number {
-    return this.flows.size;
+    return this.udp.size;
   }
 
   async listen(): Promise<void> {
@@ -460,7 +310,7 @@ export class WsClient {
       while (this.relays.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     }
     for (const r of this.relays) r.close();
-    for (const f of this.flows.values()) this.closeFlow(f);
+    this.udp.closeAll();
     await Promise.all(closing);
     this.log.close();
   }
