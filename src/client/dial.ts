@@ -6,8 +6,9 @@
  *
  * Two halves, so a pool (src/client/pool.ts) can run the first ahead of time:
  * connectUpgraded() (TCP/TLS connect, upgrade, 101) and startTunnel() (a fresh
- * codec: new nonce, header time read now, preamble written). dialTunnel() is
- * both at once. The preamble is never built before startTunnel().
+ * codec: header time read now, preamble written; its nonce and key new, or made
+ * ahead for this connection by the pool). dialTunnel() is both at once. The
+ * preamble is never built before startTunnel().
  *
  * wss: with a TlsSessionCache (src/client/tls-session.ts) a new connection
  * offers the last session ticket the same server gave us (TLS resumption). The
@@ -19,7 +20,7 @@ import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Address } from '../protocol/address.js';
 import type { Network } from '../protocol/header.js';
-import { type ClientCodec, createClientCodec, type SessionOptions } from '../protocol/session.js';
+import { type ClientCodec, createClientCodec, type PreparedClientKey, type SessionOptions } from '../protocol/session.js';
 import { buildUpgradeRequest, newWebSocketKey, parseUpgradeResponse, type RandomSource } from '../protocol/upgrade.js';
 import type { TlsSessionCache } from './tls-session.js';
 
@@ -67,6 +68,8 @@ export interface UpgradedConnection {
   socket: Socket;
   /** Bytes that arrived right after the 101 head. */
   leftover: Buffer;
+  /** The client nonce + key made ahead for the tunnel on this connection (pool), used by startTunnel(). */
+  prepared?: PreparedClientKey;
 }
 
 export interface OpenTunnel {
@@ -84,11 +87,12 @@ export function dialTunnel(o: DialOptions): Promise<OpenTunnel> {
 }
 
 /**
- * The preamble on an upgraded connection: a new codec (fresh nonce, header time
- * read now) and its hello written. Synchronous: nothing happens between the two.
+ * The preamble on an upgraded connection: a new codec (the connection's prepared
+ * nonce + key, or new ones; header time read now) and its hello written.
+ * Synchronous: nothing happens between the two.
  */
 export function startTunnel(u: UpgradedConnection, o: TunnelStartOptions): OpenTunnel {
-  const codec = createClientCodec({ ...o, network: o.network, destination: o.destination });
+  const codec = createClientCodec({ ...o, network: o.network, destination: o.destination, prepared: u.prepared });
   u.socket.write(codec.hello());
   return { socket: u.socket, codec, leftover: u.leftover };
 }

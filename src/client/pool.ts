@@ -4,12 +4,16 @@
  * flow) only has to send its preamble. protocol/prewarm.md has what the
  * server sees.
  *
- *   connect (TCP, TLS) -> upgrade -> 101 -> idle in the pool -> take():
- *   startTunnel() writes the fresh nonce + first fragment (src/client/dial.ts)
+ *   connect (TCP, TLS) -> upgrade -> 101 -> idle in the pool (next tick:
+ *   client nonce + key made, `prepare`) -> take(): startTunnel() builds the
+ *   first fragment with the time now, seals and writes it (src/client/dial.ts)
  *
  * Rules:
- * - Nothing of a tunnel is prepared ahead: the pool holds upgraded
- *   connections, never a preamble (nonce and header time are made at take()).
+ * - No preamble is made ahead: the pool holds upgraded connections. With
+ *   `prepare`, each idle connection gets its own client nonce, key and AES
+ *   context on the tick after it joins (prepareClientKey, src/protocol/session.ts),
+ *   handed out with it and dropped with it, never moved to another one; the
+ *   header time is read at take(). Taken before that tick: made at take().
  * - At most `size` idle connections, and at most `size` minus the idle ones
  *   being opened.
  * - An idle connection is read (flowing) so that the server's FIN or RST, or
@@ -37,6 +41,7 @@
  */
 import type { Socket } from 'node:net';
 import { endWasReset, resetSocket } from '../net/reset.js';
+import type { PreparedClientKey } from '../protocol/session.js';
 import type { UpgradedConnection } from './dial.js';
 
 /** Idle connections kept by default (per client process: each --workers worker has its own pool). */
@@ -65,6 +70,11 @@ export interface PoolOptions {
   dormantMs?: number;
   /** See DEFAULT_POOL_REFILL_DEFER_MS (0: refill in the take's own tick). */
   refillDeferMs?: number;
+  /**
+   * The client key of the tunnel an idle connection will carry, made on the tick after it
+   * joins (prepareClientKey with the tunnels' session options). Absent: made at take().
+   */
+  prepare?: () => PreparedClientKey | null;
   now?: () => number;
 }
 
@@ -78,7 +88,9 @@ interface Idle {
   socket: Socket;
   /** When it joined the pool (its 101). */
   since: number;
-  /** Remove our listeners and timer; pause. */
+  /** Its tunnel's client key, once made (PoolOptions.prepare). */
+  prepared: PreparedClientKey | null;
+  /** Remove our listeners and timers; pause. */
   detach(): void;
 }
 
@@ -151,9 +163,10 @@ export class TunnelPool {
     }
     this.stats.hits++;
     const deferMs = this.o.refillDeferMs ?? DEFAULT_POOL_REFILL_DEFER_MS;
+    const prepared = got.prepared ?? undefined;
     if (deferMs <= 0 || this.idle.length === 0) {
       this.fill();
-      return { socket: got.socket, leftover: Buffer.alloc(0), settled: () => undefined };
+      return { socket: got.socket, leftover: Buffer.alloc(0), prepared, settled: () => undefined };
     }
     let pending = true;
     const settled = () => {
@@ -164,7 +177,7 @@ export class TunnelPool {
     };
     const timer = setTimeout(settled, deferMs);
     timer.unref();
-    return { socket: got.socket, leftover: Buffer.alloc(0), settled };
+    return { socket: got.socket, leftover: Buffer.alloc(0), prepared, settled };
   }
 
   private usable(c: Idle): boolean {
@@ -230,7 +243,7 @@ export class TunnelPool {
 
   private park(socket: Socket): void {
     const since = this.now();
-    const entry: Idle = { socket, since, detach: () => undefined };
+    const entry: Idle = { socket, since, prepared: null, detach: () => undefined };
     const drop = (why: 'expired' | 'lost') => {
       const i = this.idle.indexOf(entry);
       if (i < 0) return;
@@ -253,12 +266,16 @@ export class TunnelPool {
     const lost = () => drop('lost');
     const timer = setTimeout(() => drop('expired'), this.maxIdleMs);
     timer.unref();
+    const prepare = this.o.prepare;
+    // not in the tick of the 101: that one may be a tunnel's
+    const keying = prepare ? setImmediate(() => this.prepareKey(entry, prepare)) : null;
     socket.on('data', lost);
     socket.on('end', lost);
     socket.on('error', lost);
     socket.on('close', lost);
     entry.detach = () => {
       clearTimeout(timer);
+      if (keying) clearImmediate(keying);
       socket.off('data', lost);
       socket.off('end', lost);
       socket.off('error', lost);
@@ -267,6 +284,16 @@ export class TunnelPool {
     };
     this.idle.push(entry);
     socket.resume();
+  }
+
+  /** Make an idle connection's client key; a failure leaves it to take() (where it fails the tunnel, counted there). */
+  private prepareKey(entry: Idle, prepare: () => PreparedClientKey | null): void {
+    if (this.closed || !this.idle.includes(entry)) return;
+    try {
+      entry.prepared = prepare();
+    } catch {
+      entry.prepared = null;
+    }
   }
 
   /** Stop: abort connects under way, close every idle connection; take() returns null from now on. */

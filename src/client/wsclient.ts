@@ -37,6 +37,7 @@ import {
   type UpgradedConnection,
 } from './dial.js';
 import { TunnelPool } from './pool.js';
+import { prepareClientKey } from '../protocol/session.js';
 import { TlsSessionCache } from './tls-session.js';
 import { TunnelDuplex } from './duplex.js';
 import { ClientUdpFlows } from './udp-flows.js';
@@ -118,6 +119,10 @@ export class WsClient {
                 tlsSessions: this.tlsSessions ?? undefined,
                 signal,
               }),
+            // each idle connection's client nonce + key, made while it waits (protocol/prewarm.md)
+            ...(o.withoutBrookProtocol
+              ? {}
+              : { prepare: () => prepareClientKey({ password: o.password, clientHKDFInfo: o.clientHKDFInfo, backend: o.backend }) }),
           })
         : null;
     this.metrics = o.metrics ?? noMetrics;

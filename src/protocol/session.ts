@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { BrookError, ErrorCodes } from '../errors.js';
 import type { Address } from './address.js';
-import { type AeadBackend, BrookCipher, DEFAULT_HKDF_INFO } from './cipher.js';
+import { type AeadBackend, BrookCipher, DEFAULT_HKDF_INFO, getDefaultBackend } from './cipher.js';
 import { encodedSize, FragmentDecoder, FragmentEncoder } from './fragment.js';
 import { buildFirstPayload, type Clock, type FirstPayload, type Network, parseFirstPayload } from './header.js';
 import { MAX_FIRST_PAYLOAD, MAX_TCP_PAYLOAD, MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD, NONCE_SIZE } from './sizes.js';
@@ -93,10 +93,62 @@ export interface ServerCodec {
 export interface ClientSessionOptions extends SessionOptions {
   network: Network;
   destination: Address;
+  /**
+   * Brook: the client direction's nonce and cipher made ahead by prepareClientKey() with
+   * these same options (a pooled connection's, src/client/pool.ts); taken once. Absent:
+   * made now. Ignored without Brook protocol (no key).
+   */
+  prepared?: PreparedClientKey;
 }
 
 export function createClientCodec(o: ClientSessionOptions): ClientCodec {
   return o.withoutBrookProtocol ? new WobClientCodec(o) : new BrookClientCodec(o);
+}
+
+/**
+ * The client->server nonce, key (HKDF) and AES context of one future tunnel, made ahead of
+ * it (while a pooled connection idles) so that opening the tunnel only builds and seals its
+ * first fragment. The nonce is random and used once whenever it was drawn; the header time
+ * is never made here (createClientCodec reads the clock). Handed to exactly one codec:
+ * a second use throws INTERNAL (a reused nonce would break AES-GCM).
+ * Spec: protocol/prewarm.md#keys-made-ahead
+ */
+export class PreparedClientKey {
+  private used = false;
+
+  /** Use prepareClientKey(). */
+  constructor(
+    private readonly nonce: Buffer,
+    private readonly cipher: BrookCipher,
+    private readonly password: Buffer,
+    private readonly info: Uint8Array,
+    private readonly backend: AeadBackend,
+  ) {}
+
+  /** The nonce and cipher for a codec made with `o`; throws INTERNAL when used before or made for other options. */
+  take(o: SessionOptions, password: Buffer): { nonce: Buffer; cipher: BrookCipher } {
+    if (this.used) throw new BrookError(ErrorCodes.INTERNAL, 'prepared client key used twice (nonce reuse)');
+    if (
+      !password.equals(this.password) ||
+      !Buffer.from(o.clientHKDFInfo ?? DEFAULT_HKDF_INFO).equals(this.info) ||
+      (o.backend ?? getDefaultBackend()) !== this.backend
+    ) {
+      throw new BrookError(ErrorCodes.INTERNAL, 'prepared client key made for other session options');
+    }
+    this.used = true;
+    return { nonce: this.nonce, cipher: this.cipher };
+  }
+}
+
+/** A client key made ahead for a tunnel with options `o` (see PreparedClientKey); null without Brook protocol. */
+export function prepareClientKey(o: SessionOptions): PreparedClientKey | null {
+  if (o.withoutBrookProtocol) return null;
+  const password = passwordBytes(o.password);
+  const nonce = (o.random ?? randomBytes)(NONCE_SIZE);
+  const backend = o.backend ?? getDefaultBackend();
+  const info = o.clientHKDFInfo ?? DEFAULT_HKDF_INFO;
+  const cipher = BrookCipher.fromPassword(password, nonce, info, { backend });
+  return new PreparedClientKey(nonce, cipher, password, Buffer.from(info), backend);
 }
 
 export function createServerCodec(o: SessionOptions): ServerCodec {
@@ -127,8 +179,11 @@ class BrookClientCodec implements ClientCodec {
   constructor(private readonly o: ClientSessionOptions) {
     this.network = o.network;
     this.password = passwordBytes(o.password);
-    this.clientNonce = (o.random ?? randomBytes)(NONCE_SIZE);
-    this.encoder = new FragmentEncoder(directionCipher(o, this.password, this.clientNonce, o.clientHKDFInfo), MAX_FIRST_PAYLOAD);
+    const ahead = o.prepared?.take(o, this.password);
+    this.clientNonce = ahead ? ahead.nonce : (o.random ?? randomBytes)(NONCE_SIZE);
+    const cipher = ahead ? ahead.cipher : directionCipher(o, this.password, this.clientNonce, o.clientHKDFInfo);
+    this.encoder = new FragmentEncoder(cipher, MAX_FIRST_PAYLOAD);
+    // the header time: read now, at the tunnel's start, never ahead
     this.firstPayload = buildFirstPayload({ network: o.network, destination: o.destination, now: o.now });
   }
 
