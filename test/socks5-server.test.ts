@@ -9,6 +9,7 @@ import type { Address } from '../src/protocol/address.js';
 import { buildUdpHeader, parseUdpHeader } from '../src/socks5/codec.js';
 import { createDirectSocks5 } from '../src/socks5/direct.js';
 import { createSocks5Server, type Socks5Server, type UdpAssociation } from '../src/socks5/server.js';
+import { nextDatagram as nextDatagramWithin } from './helpers/udp.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const STEP_TIMEOUT_MS = 3_000;
@@ -54,20 +55,8 @@ async function udpClient(type: 'udp4' | 'udp6', host: string): Promise<dgram.Soc
   return s;
 }
 
-/** Next datagram on `s`, or null after `ms`. */
-function nextDatagram(s: dgram.Socket, ms = STEP_TIMEOUT_MS): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      s.removeListener('message', on);
-      resolve(null);
-    }, ms);
-    const on = (m: Buffer): void => {
-      clearTimeout(t);
-      resolve(m);
-    };
-    s.once('message', on);
-  });
-}
+/** The next datagram on `s`, or null after STEP_TIMEOUT_MS (or `ms`). */
+const nextDatagram = (s: dgram.Socket, ms = STEP_TIMEOUT_MS) => nextDatagramWithin(s, ms);
 
 /** A raw TCP client that collects every byte and notes when the server closes. */
 async function rawClient(port: number, host = '127.0.0.1') {

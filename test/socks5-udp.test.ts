@@ -7,6 +7,7 @@ import { ErrorCodes } from '../src/errors.js';
 import type { Address } from '../src/protocol/address.js';
 import { buildUdpHeader, parseUdpHeader } from '../src/socks5/codec.js';
 import { createSocks5Server, type UdpAssociation } from '../src/socks5/server.js';
+import { nextDatagram as nextDatagramWithin } from './helpers/udp.js';
 
 const STEP_TIMEOUT_MS = 3_000;
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -84,19 +85,8 @@ async function udpClient(): Promise<dgram.Socket> {
   return s;
 }
 
-function nextDatagram(s: dgram.Socket, ms = STEP_TIMEOUT_MS): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      s.removeListener('message', on);
-      resolve(null);
-    }, ms);
-    const on = (m: Buffer): void => {
-      clearTimeout(t);
-      resolve(m);
-    };
-    s.once('message', on);
-  });
-}
+/** The next datagram on `s`, or null after STEP_TIMEOUT_MS (or `ms`). */
+const nextDatagram = (s: dgram.Socket, ms = STEP_TIMEOUT_MS) => nextDatagramWithin(s, ms);
 
 const A: Address = { type: 'ipv4', host: '192.0.2.1', port: 53 };
 const B: Address = { type: 'domain', host: 'example.test', port: 53 };

@@ -49,6 +49,21 @@ export const startUdpEcho = (host: string, port = 0) => startUdpResponder(host, 
 
 // ---- SOCKS5 UDP header (hand-built) -----------------------------------------
 
+/** The next datagram on `s`, or null after `ms`. */
+export function nextDatagram(s: dgram.Socket, ms: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      s.removeListener('message', on);
+      resolve(null);
+    }, ms);
+    const on = (m: Buffer): void => {
+      clearTimeout(t);
+      resolve(m);
+    };
+    s.once('message', on);
+  });
+}
+
 export interface Dst {
   host: string;
   port: number;
