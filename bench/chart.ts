@@ -2,7 +2,7 @@
  * The benchmark chart: a hand-written SVG with three panels (throughput MB/s,
  * connect latency p50 ms, server KiB per idle tunnel), one bar per contender.
  */
-import type { Sample } from './run.js';
+import type { Sample } from './measure.js';
 
 const COLORS: Record<string, string> = {
   'brook-ws': '#1f77b4',
