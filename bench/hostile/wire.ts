@@ -5,7 +5,7 @@
 import { createCipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { CONNECT_TIMEOUT_MS, now, WS_PATH } from './base.js';
+import { CONNECT_TIMEOUT_MS, now, sleep, WS_PATH } from './base.js';
 
 // ---------------------------------------------------------------- sockets
 
@@ -114,6 +114,66 @@ export async function upgrade(port: number, timeoutMs = CONNECT_TIMEOUT_MS): Pro
   }
   const m = /^HTTP\/1\.1 (\d{3})/.exec(r.data.subarray(0, end).toString('latin1'));
   return { s, status: m ? Number(m[1]) : 0, rest: r.data.subarray(end + 4) };
+}
+
+/**
+ * A refused upgrade (`req`, answered 404/405/400), `trailing` bytes `trailingDelayMs` after the answer,
+ * then a FIN or an RST `hangUpDelayMs` later; the socket is destroyed a second after that.
+ * Resolves with the answer's status code ('none': no answer).
+ */
+export async function refusedUpgrade(
+  port: number,
+  req: Buffer,
+  o: { answerTimeoutMs: number; trailing: Buffer | string; trailingDelayMs: number; hangUpDelayMs: number; rst: boolean },
+): Promise<string> {
+  const s = await connectTcp(port, '127.0.0.1', 5000, true);
+  s.on('error', () => {});
+  s.write(req);
+  const r = await readUntil(s, (b) => b.includes(HEAD_END), o.answerTimeoutMs);
+  await sleep(o.trailingDelayMs);
+  if (!s.destroyed) s.write(o.trailing);
+  await sleep(o.hangUpDelayMs);
+  hangUp(s, o.rst);
+  setTimeout(() => s.destroy(), 1000);
+  return /^HTTP\/1\.1 (\d{3})/.exec(r.data.toString('latin1'))?.[1] ?? 'none';
+}
+
+// ---------------------------------------------------------------- slowloris
+
+/** The head of an upgrade request a slowloris connection drips, one byte at a time (then 'a' forever). */
+export const SLOW_HEAD = Buffer.from(`GET ${WS_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: `);
+
+/**
+ * One slowloris connection: SLOW_HEAD one byte every `intervalMs`, a header that never ends.
+ * `opened(s)` when it connects; `closed(s, openedAt)` when it closes (`openedAt` 0: the connect failed).
+ */
+export function slowlorisConnection(
+  port: number,
+  intervalMs: number,
+  on: { opened: (s: net.Socket) => void; closed: (s: net.Socket, openedAt: number) => void },
+): net.Socket {
+  const s = net.connect({ host: '127.0.0.1', port });
+  let openedAt = 0;
+  let sent = 0;
+  let timer: NodeJS.Timeout | undefined;
+  s.on('connect', () => {
+    openedAt = now();
+    on.opened(s);
+    const drip = () => {
+      if (s.destroyed) return;
+      s.write(sent < SLOW_HEAD.length ? SLOW_HEAD.subarray(sent, sent + 1) : 'a');
+      sent++;
+      timer = setTimeout(drip, intervalMs);
+    };
+    drip();
+  });
+  s.on('data', () => {});
+  s.on('error', () => {});
+  s.on('close', () => {
+    clearTimeout(timer);
+    on.closed(s, openedAt);
+  });
+  return s;
 }
 
 // ---------------------------------------------------------------- Brook first fragment, written independently
