@@ -130,7 +130,7 @@ export class PreparedClientKey {
     if (this.used) throw new BrookError(ErrorCodes.INTERNAL, 'prepared client key used twice (nonce reuse)');
     if (
       !password.equals(this.password) ||
-      !Buffer.from(o.clientHKDFInfo ?? DEFAULT_HKDF_INFO).equals(this.info) ||
+      Buffer.compare(o.clientHKDFInfo ?? DEFAULT_HKDF_INFO, this.info) !== 0 ||
       (o.backend ?? getDefaultBackend()) !== this.backend
     ) {
       throw new BrookError(ErrorCodes.INTERNAL, 'prepared client key made for other session options');
@@ -146,9 +146,8 @@ export function prepareClientKey(o: SessionOptions): PreparedClientKey | null {
   const password = passwordBytes(o.password);
   const nonce = (o.random ?? randomBytes)(NONCE_SIZE);
   const backend = o.backend ?? getDefaultBackend();
-  const info = o.clientHKDFInfo ?? DEFAULT_HKDF_INFO;
-  const cipher = BrookCipher.fromPassword(password, nonce, info, { backend });
-  return new PreparedClientKey(nonce, cipher, password, Buffer.from(info), backend);
+  const cipher = directionCipher({ ...o, backend }, password, nonce, o.clientHKDFInfo);
+  return new PreparedClientKey(nonce, cipher, password, Buffer.from(o.clientHKDFInfo ?? DEFAULT_HKDF_INFO), backend);
 }
 
 export function createServerCodec(o: SessionOptions): ServerCodec {
