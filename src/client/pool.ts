@@ -163,21 +163,21 @@ export class TunnelPool {
     }
     this.stats.hits++;
     const deferMs = this.o.refillDeferMs ?? DEFAULT_POOL_REFILL_DEFER_MS;
-    const prepared = got.prepared ?? undefined;
+    let settled: () => void = () => undefined;
     if (deferMs <= 0 || this.idle.length === 0) {
       this.fill();
-      return { socket: got.socket, leftover: Buffer.alloc(0), prepared, settled: () => undefined };
+    } else {
+      let pending = true;
+      const timer = setTimeout(() => settled(), deferMs);
+      timer.unref();
+      settled = () => {
+        if (!pending) return;
+        pending = false;
+        clearTimeout(timer);
+        this.fill();
+      };
     }
-    let pending = true;
-    const settled = () => {
-      if (!pending) return;
-      pending = false;
-      clearTimeout(timer);
-      this.fill();
-    };
-    const timer = setTimeout(settled, deferMs);
-    timer.unref();
-    return { socket: got.socket, leftover: Buffer.alloc(0), prepared, settled };
+    return { socket: got.socket, leftover: Buffer.alloc(0), prepared: got.prepared ?? undefined, settled };
   }
 
   private usable(c: Idle): boolean {
