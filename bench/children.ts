@@ -3,16 +3,12 @@
  * stop one with its cluster workers, wait for a port, and kill whatever is left when the run exits.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import net from 'node:net';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT, sleep, waitListening } from './hostile/base.js';
 import { cpuSeconds, rssKiB, tree } from './proc.js';
 
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const READY_TIMEOUT_MS = 15_000;
+export { ROOT, sleep };
 
 export const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** utime + stime of the tree, seconds (0 without a process). */
 export const cpuSecondsOf = (pid: number | undefined): number => (pid === undefined ? 0 : cpuSeconds(pid));
@@ -77,20 +73,6 @@ export function killChildrenOnExit(): void {
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => process.exit(130));
 }
 
-export async function waitPort(port: number, cp: ChildProcess): Promise<void> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < READY_TIMEOUT_MS) {
-    if (cp.exitCode !== null) throw new Error(`process exited before listening on ${port}`);
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`nothing listening on ${port} after ${READY_TIMEOUT_MS} ms`);
+export function waitPort(port: number, cp: ChildProcess): Promise<void> {
+  return waitListening(port, 'process', () => (cp.exitCode !== null ? '' : null));
 }

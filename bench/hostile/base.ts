@@ -39,6 +39,29 @@ export function boolFlag(name: string): boolean {
   return process.argv.includes(`--${name}`);
 }
 
+/**
+ * Wait until something listens on 127.0.0.1:`port`, polling every 100 ms for READY_TIMEOUT_MS;
+ * `gone()` names why the process that should listen cannot any more (it exited), else null.
+ */
+export async function waitListening(port: number, name: string, gone: () => string | null): Promise<void> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < READY_TIMEOUT_MS) {
+    const why = gone();
+    if (why !== null) throw new Error(`${name} exited before listening on ${port}${why}`);
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
+      s.once('error', () => r(false));
+    });
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`${name}: nothing listening on ${port} after ${READY_TIMEOUT_MS} ms`);
+}
+
 /** A port free for both TCP and UDP on 127.0.0.1. */
 export async function freePort(): Promise<number> {
   for (;;) {

@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
 import { tree } from '../proc.js';
-import { BROOK, freePort, PASSWORD, READY_TIMEOUT_MS, ROOT, sleep, WS_PATH } from './base.js';
+import { BROOK, freePort, PASSWORD, ROOT, sleep, waitListening, WS_PATH } from './base.js';
 
 
 export interface Child {
@@ -35,7 +35,12 @@ export function startBrook(
   const argv = o.nofile
     ? ['-c', `ulimit -n ${o.nofile} && exec "$0" "$@"`, process.execPath, BROOK, ...args]
     : [BROOK, ...args];
-  const cp = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  return startProcess(name, cmd, argv, o);
+}
+
+/** Any child process (a destination, a helper); its stdout lines kept (unless keepLines is false) and passed to onLine. */
+export function startProcess(name: string, cmd: string, args: string[], o: { keepLines?: boolean; onLine?: (line: string) => void } = {}): Child {
+  const cp = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const c: Child = { name, cp, pid: cp.pid!, lines: [], lineCount: 0, stderr: '', exited: null };
   children.add(c);
   let partial = '';
@@ -50,27 +55,6 @@ export function startBrook(
   cp.stderr!.on('data', (d: Buffer) => {
     c.stderr = (c.stderr + d.toString()).slice(-8000);
   });
-  cp.on('exit', (code, signal) => {
-    c.exited = { code, signal };
-    children.delete(c);
-  });
-  return c;
-}
-
-/** Any child process (a destination, a helper). */
-export function startProcess(name: string, cmd: string, args: string[]): Child {
-  const cp = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const c: Child = { name, cp, pid: cp.pid!, lines: [], lineCount: 0, stderr: '', exited: null };
-  children.add(c);
-  let partial = '';
-  cp.stdout!.on('data', (d: Buffer) => {
-    partial += d.toString();
-    const parts = partial.split('\n');
-    partial = parts.pop()!;
-    c.lineCount += parts.length;
-    for (const l of parts) c.lines.push(l);
-  });
-  cp.stderr!.on('data', (d: Buffer) => (c.stderr = (c.stderr + d.toString()).slice(-8000)));
   cp.on('exit', (code, signal) => {
     c.exited = { code, signal };
     children.delete(c);
@@ -113,22 +97,8 @@ process.on('exit', () => {
 for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => process.exit(130));
 
 
-export async function waitPort(port: number, c: Child): Promise<void> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < READY_TIMEOUT_MS) {
-    if (c.exited) throw new Error(`${c.name} exited before listening on ${port}: ${c.stderr.slice(-500)}`);
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`${c.name}: nothing listening on ${port} after ${READY_TIMEOUT_MS} ms`);
+export function waitPort(port: number, c: Child): Promise<void> {
+  return waitListening(port, c.name, () => (c.exited ? `: ${c.stderr.slice(-500)}` : null));
 }
 
 export interface Pair {
