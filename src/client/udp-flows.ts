@@ -10,18 +10,20 @@
  *
  * Logging: one line per failed flow, {from, dst, network, error, code}, and at
  * most UDP_FLOW_MAX_LOGGED_DROPS lines per flow for dropped datagrams (the rest
- * only counted in stats.udpDropped), all through WsClient's rate-limited
- * logger (see the top of wsclient.ts).
+ * only counted in stats.udpDropped), all written by WsClient's one failure line
+ * (logError) through its rate-limited logger (see the top of wsclient.ts).
  */
 import type { Socket } from 'node:net';
 import { type BrookError, ErrorCodes, toBrookError } from '../errors.js';
-import type { Logger } from '../log.js';
 import type { Metrics } from '../ops/metrics.js';
 import { type Address, formatAddress } from '../protocol/address.js';
 import type { ClientCodec } from '../protocol/session.js';
 import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
 import type { UdpAssociation } from '../socks5/server.js';
 import type { OpenTunnel } from './dial.js';
+
+/** What a failure line says: a BrookError, or a drop's own message and code. */
+export type FailureLine = Pick<BrookError, 'message' | 'code'>;
 
 export const DEFAULT_UDP_FLOW_QUEUE_LIMIT = 256 * 1024;
 /** A tunnel whose unsent bytes exceed this drops further datagrams rather than buffer them. */
@@ -32,8 +34,8 @@ export const UDP_FLOW_MAX_LOGGED_DROPS = 3;
 export interface ClientUdpFlowsOptions {
   /** A tunnel for (network 'udp', destination): pooled or dialled, counted by the caller; rejects with a BrookError. */
   open: (destination: Address) => Promise<OpenTunnel>;
-  /** Per-connection lines (WsClient's rate-limited logger). */
-  log: Logger;
+  /** WsClient's failure line ({from, dst, network 'udp', error, code}, rate-limited). */
+  logError: (from: string, dst: Address, err: FailureLine) => void;
   /** WsClient's stats: dropped datagrams are counted here. */
   stats: { udpDropped: number };
   metrics: Metrics;
@@ -80,17 +82,12 @@ export class ClientUdpFlows {
     return this.flows.size;
   }
 
-  /** One log line for a failed flow: {from, dst, network, error, code}. */
-  private logError(from: string, dst: Address, err: BrookError): void {
-    this.o.log({ from, dst: formatAddress(dst), network: 'udp', error: err.message, code: err.code });
-  }
-
   /** A datagram from the SOCKS5 relay, for `dst`. */
   onDatagram(assoc: UdpAssociation, dst: Address, data: Buffer): void {
     const max = this.o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
     if (data.length > max) {
       this.o.stats.udpDropped++;
-      this.o.log({ from: clientOf(assoc), dst: formatAddress(dst), network: 'udp', error: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
+      this.o.logError(clientOf(assoc), dst, { message: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
       return;
     }
     let f = this.lastFlow;
@@ -145,7 +142,7 @@ export class ClientUdpFlows {
     this.o.metrics.udpDropped();
     if (f.logged >= UDP_FLOW_MAX_LOGGED_DROPS) return;
     f.logged++;
-    this.o.log({ from: f.from, dst: formatAddress(f.dst), network: 'udp', error: `datagram dropped: ${why}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
+    this.o.logError(f.from, f.dst, { message: `datagram dropped: ${why}`, code: ErrorCodes.PAYLOAD_OVERSIZED });
   }
 
   private openFlow(f: UdpFlow, from: string): void {
@@ -165,7 +162,7 @@ export class ClientUdpFlows {
             });
           } catch (e) {
             const err = toBrookError(e);
-            this.logError(from, f.dst, err);
+            this.o.logError(from, f.dst, err);
             this.closeFlow(f);
           }
         };
@@ -173,7 +170,7 @@ export class ClientUdpFlows {
         t.socket.on('error', (e) => {
           if (!f.closed) {
             const err = toBrookError(e);
-            this.logError(from, f.dst, err);
+            this.o.logError(from, f.dst, err);
           }
           this.closeFlow(f);
         });
@@ -185,7 +182,7 @@ export class ClientUdpFlows {
         f.queuedBytes = 0;
       },
       (err: BrookError) => {
-        this.logError(from, f.dst, err);
+        this.o.logError(from, f.dst, err);
         this.o.stats.udpDropped += f.queue.length;
         this.closeFlow(f);
       },

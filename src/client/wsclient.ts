@@ -40,7 +40,7 @@ import { TunnelPool } from './pool.js';
 import { prepareClientKey } from '../protocol/session.js';
 import { TlsSessionCache } from './tls-session.js';
 import { TunnelDuplex } from './duplex.js';
-import { ClientUdpFlows } from './udp-flows.js';
+import { ClientUdpFlows, type FailureLine } from './udp-flows.js';
 
 export interface WsClientOptions {
   endpoint: ServerEndpoint;
@@ -141,7 +141,7 @@ export class WsClient {
     });
     this.udp = new ClientUdpFlows({
       open: (destination) => this.dial('udp', destination),
-      log: this.log,
+      logError: (from, dst, err) => this.logError(from, dst, 'udp', err),
       stats: this.stats,
       metrics: this.metrics,
       withoutBrookProtocol: o.withoutBrookProtocol,
@@ -185,8 +185,8 @@ export class WsClient {
     });
   }
 
-  /** One log line for a failed tunnel or flow: {from, dst, network, error, code}. */
-  private logError(from: string, dst: Address, network: 'tcp' | 'udp', err: BrookError): void {
+  /** One log line for a failed tunnel or flow, or a dropped datagram: {from, dst, network, error, code}. */
+  private logError(from: string, dst: Address, network: 'tcp' | 'udp', err: FailureLine): void {
     this.log({ from, dst: formatAddress(dst), network, error: err.message, code: err.code });
   }
 
