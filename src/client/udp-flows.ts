@@ -16,7 +16,7 @@
 import type { Socket } from 'node:net';
 import { type BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Metrics } from '../ops/metrics.js';
-import { type Address, formatAddress } from '../protocol/address.js';
+import { type Address, formatAddress, formatHostPort } from '../protocol/address.js';
 import type { ClientCodec } from '../protocol/session.js';
 import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
 import type { UdpAssociation } from '../socks5/server.js';
@@ -66,8 +66,7 @@ interface UdpFlow {
 
 /** "ip:port" of an association's SOCKS5 client, for log lines (built only when needed). */
 function clientOf(assoc: UdpAssociation): string {
-  const ca = assoc.clientAddress ?? '?';
-  return ca.includes(':') ? `[${ca}]:${assoc.clientPort}` : `${ca}:${assoc.clientPort}`;
+  return formatHostPort(assoc.clientAddress ?? '?', assoc.clientPort);
 }
 
 export class ClientUdpFlows {

@@ -66,6 +66,11 @@ export function formatAddress(a: Address): string {
   return a.type === 'ipv6' ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
+/** The same text for an IP as a socket reports it (a peer, a source): an IPv6 in brackets. */
+export function formatHostPort(host: string, port: number | null | undefined): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 export function encodedAddressSize(a: Address): number {
   switch (a.type) {
     case 'ipv4':

@@ -16,6 +16,7 @@
  */
 import net from 'node:net';
 import { BrookError, ErrorCodes } from '../errors.js';
+import { formatHostPort } from '../protocol/address.js';
 import type { ProxyEndpoint } from './proxyproto.js';
 
 /** Entries of --trustedProxies we accept at most. */
@@ -67,9 +68,6 @@ export interface ClientAddressRules {
   xForwardedFor: boolean;
 }
 
-function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-}
 
 /** One X-Forwarded-For entry as an address: "1.2.3.4", "1.2.3.4:80", "::1", "[::1]:80"; null when it is not one. */
 function xffAddress(entry: string): string | null {
@@ -94,12 +92,12 @@ export function clientAddress(
       if (first) return first;
     }
     const c = proxied ?? peer;
-    return hostPort(c.address, c.port);
+    return formatHostPort(c.address, c.port);
   }
   const start = proxied ?? peer;
-  if (!header || !rules.trusted.has(start.address)) return hostPort(start.address, start.port);
+  if (!header || !rules.trusted.has(start.address)) return formatHostPort(start.address, start.port);
   const entries = header.slice(-MAX_XFF_LENGTH).split(',').slice(-MAX_XFF_ENTRIES);
-  let client = hostPort(start.address, start.port);
+  let client = formatHostPort(start.address, start.port);
   for (let i = entries.length - 1; i >= 0; i--) {
     const a = xffAddress(entries[i]!);
     if (a === null) break;

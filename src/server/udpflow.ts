@@ -31,7 +31,7 @@ import type { Socket } from 'node:net';
 import { defaultDialer, type UdpChannel } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';
-import { formatAddress } from '../protocol/address.js';
+import { formatAddress, formatHostPort } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import type { ServerCodec } from '../protocol/session.js';
 import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
@@ -75,8 +75,7 @@ export class UdpFlow {
   ) {
     this.maxReply = o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
     this.metrics = o.metrics ?? noMetrics;
-    const ra = tunnel.remoteAddress ?? '';
-    this.from = ra.includes(':') ? `[${ra}]:${tunnel.remotePort}` : `${ra}:${tunnel.remotePort}`;
+    this.from = formatHostPort(tunnel.remoteAddress ?? '', tunnel.remotePort);
     this.queue = [];
     this.queuedBytes = 0;
     for (const p of early) this.toDestination(p);

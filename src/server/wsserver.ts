@@ -29,6 +29,7 @@ import type { TLSSocket } from 'node:tls';
 import { BrookError, ErrorCodes } from '../errors.js';
 import { type Logger, rateLimitLogger, type RateLimitedLogger } from '../log.js';
 import { parseListen } from '../net/listen.js';
+import { formatHostPort } from '../protocol/address.js';
 import { ConnectionGate, type EvictReason, rawSocketOf } from './gate.js';
 import { defaultMaxPending, DescriptorWatch, isExhaustion } from './descriptors.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -115,9 +116,6 @@ export function answerLikeUpstream(res: ServerResponse, status: 400 | 404 | 405)
 
 const discard = (): void => undefined;
 
-function formatPeer(a: string | undefined, port: number | undefined): string {
-  return (a ?? '').includes(':') ? `[${a}]:${port}` : `${a}:${port}`;
-}
 
 
 /**
@@ -206,7 +204,7 @@ export class WsServer {
         admit: (socket) => this.gate.admit(socket),
         onHeader: (socket, header) => this.proxied.set(socket, header),
         onRefused: (socket, err) =>
-          this.frontLog({ msg: 'refused connection', code: err.code, error: err.message, peer: formatPeer(socket.remoteAddress, socket.remotePort) }),
+          this.frontLog({ msg: 'refused connection', code: err.code, error: err.message, peer: formatHostPort(String(socket.remoteAddress), socket.remotePort) }),
       });
     } else {
       this.server.on('connection', (socket: Socket) => this.gate.admit(socket));

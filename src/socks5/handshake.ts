@@ -19,7 +19,7 @@
 import type net from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import { BrookError, ErrorCodes, socks5ReplyFor, Socks5Reply, toBrookError } from '../errors.js';
-import { formatAddress, type Address } from '../protocol/address.js';
+import { formatAddress, formatHostPort, type Address } from '../protocol/address.js';
 import {
   buildMethodReply,
   buildReply,
@@ -86,8 +86,7 @@ export interface HandshakeContext {
 type Phase = 'greeting' | 'auth' | 'request' | 'connecting' | 'handed' | 'udp' | 'closing' | 'closed';
 
 function peerOf(socket: net.Socket): string {
-  const ip = socket.remoteAddress ?? '?';
-  return ip.includes(':') ? `[${ip}]:${socket.remotePort}` : `${ip}:${socket.remotePort}`;
+  return formatHostPort(socket.remoteAddress ?? '?', socket.remotePort);
 }
 
 function credentialsMatch(ctx: HandshakeContext, user: Buffer, pass: Buffer): boolean {
