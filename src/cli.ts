@@ -297,8 +297,8 @@ export function buildProgram(): Command {
     withExample(program.command('wsclient').description('Run as brook wsclient, both TCP and UDP, to start a socks5 proxy'), 'wsclient')
       .option('-s, --wsserver <url>', 'brook wsserver address, like ws://1.2.3.4:80; if no path then /ws is used')
       .option('-p, --password <password>', 'brook wsserver password')
-      .option('--link <link>', 'brook link: replaces --wsserver, --password and the options it carries')
-      .option('--address <host:port>', 'dial this address instead of resolving the host of --wsserver')
+      .option('--link <link>', "brook link: replaces --wsserver and --password; --address and --ca given beside it replace the link's")
+      .option('--address <host:port>', 'dial this address instead of resolving the host of --wsserver (or of the link, replacing its address)')
       .option('--withoutBrookProtocol', 'the data will not be encrypted with brook protocol', false),
   );
   wsclient.action(runCommand('wsclient', (o: Opts, rt: Runtime) => runClient('wsserver', 'wsclient', o, rt)));
@@ -307,8 +307,8 @@ export function buildProgram(): Command {
     withExample(program.command('wssclient').description('Run as brook wssclient, both TCP and UDP, to start a socks5 proxy'), 'wssclient')
       .option('-s, --wssserver <url>', 'brook wssserver address, like wss://domain.com:443; if no path then /ws is used')
       .option('-p, --password <password>', 'brook wssserver password')
-      .option('--link <link>', 'brook link: replaces --wssserver, --password and the options it carries')
-      .option('--address <host:port>', 'dial this address instead of resolving the host of --wssserver')
+      .option('--link <link>', "brook link: replaces --wssserver and --password; --address and --ca given beside it replace the link's")
+      .option('--address <host:port>', 'dial this address instead of resolving the host of --wssserver (or of the link, replacing its address)')
       .option('--insecure', "do not verify the server's certificate chain and host name", false)
       .option('--ca <file>', 'trust this CA (PEM) in addition to the system ones')
       .option('--noTlsResume', NO_TLS_RESUME_HELP, false)
