@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-import { main } from '../src/cli.js';
+import { main } from '../src/cli/main.js';
 
 void main();

@@ -20,18 +20,16 @@
  *   (RFC 1928: the client sends to BND.ADDR:BND.PORT). With one worker the UDP port
  *   is the TCP port, as upstream does.
  *
- * Replay cache with workers (protocol/probing.md#replays): a replayed stream may land
- * on any worker, so the primary holds the one cache. A worker asks it about each
- * accepted Brook header over the cluster IPC channel ({t: REPLAY_ASK}) and waits,
- * its socket paused, for the verdict. No answer within REPLAY_ANSWER_TIMEOUT_MS (or
- * no channel) refuses the handshake: the check fails closed, like a replay.
+ * Services of the primary (runWithWorkers' `services`): a worker asks one a question over
+ * the cluster IPC channel (askPrimary: {t: ASK, s: name, id, q}) and the primary answers
+ * ({t: ANSWER, id, a}); what a service knows (the servers' replay cache, src/server/replay.ts)
+ * is its own, this file only carries the messages. An unknown service or a question the
+ * service does not answer gets no answer: the worker's ask times out.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { BrookError, ErrorCodes } from './errors.js';
 import { createLogger, type Logger } from './log.js';
-import { NONCE_SIZE } from './protocol/sizes.js';
-import { ReplayCache, type ReplayCacheOptions, type ReplayGuard, type ReplayVerdict } from './server/replay.js';
 
 /**
  * Default worker count: 1. Measured on the 2-core benchmark machine (bench/), where
@@ -68,95 +66,101 @@ export function socks5UdpPortForWorker(): number | undefined {
 
 const WORKERS_ENV = 'BROOK_TS_WORKERS';
 
+/** A service the primary runs for its workers: a question in, an answer out (undefined: no answer). */
+export interface PrimaryService {
+  readonly name: string;
+  answer(question: unknown): unknown;
+}
+
 export interface WorkerOptions {
   workers: number;
   /** Seconds workers get to finish open tunnels on SIGINT/SIGTERM. */
   shutdownGraceSeconds: number;
   log?: Logger;
-  /** Servers in Brook mode: the primary holds the replay cache the workers ask. */
-  replayCache?: ReplayCacheOptions;
+  /** Run by the primary of a worker pool for its workers (askPrimary). */
+  services?: readonly PrimaryService[];
 }
 
-const REPLAY_ASK = 'brook-ts:replay-ask';
-const REPLAY_ANSWER = 'brook-ts:replay-answer';
-/** How long a worker waits for the primary's verdict before refusing the handshake. */
-export const REPLAY_ANSWER_TIMEOUT_MS = 2_000;
+const ASK = 'brook-ts:ask';
+const ANSWER = 'brook-ts:answer';
 
-interface ReplayAsk {
-  t: typeof REPLAY_ASK;
+interface Ask {
+  t: typeof ASK;
+  /** The service's name. */
+  s: string;
   id: number;
-  /** The client nonce, hex. */
-  nonce: string;
-  time: number;
+  q: unknown;
 }
-interface ReplayAnswer {
-  t: typeof REPLAY_ANSWER;
+interface Answer {
+  t: typeof ANSWER;
   id: number;
-  v: ReplayVerdict;
+  a: unknown;
 }
 
-function isReplayAsk(m: unknown): m is ReplayAsk {
-  const a = m as ReplayAsk | null;
-  return (
-    typeof a === 'object' && a !== null && a.t === REPLAY_ASK && Number.isSafeInteger(a.id) &&
-    typeof a.nonce === 'string' && a.nonce.length === NONCE_SIZE * 2 && /^[0-9a-f]+$/.test(a.nonce) && Number.isSafeInteger(a.time)
-  );
+function isAsk(m: unknown): m is Ask {
+  const a = m as Ask | null;
+  return typeof a === 'object' && a !== null && a.t === ASK && typeof a.s === 'string' && Number.isSafeInteger(a.id);
 }
 
-/** Primary: answer the workers' replay questions from one cache. */
-function serveReplayChecks(o: ReplayCacheOptions): void {
-  const cache = new ReplayCache(o);
+/** Primary: answer the workers' questions to `services`. */
+function serveWorkers(services: readonly PrimaryService[]): void {
+  const byName = new Map(services.map((s) => [s.name, s]));
   cluster.on('message', (w: Worker, m: unknown) => {
-    if (!isReplayAsk(m)) return;
-    const answer: ReplayAnswer = { t: REPLAY_ANSWER, id: m.id, v: cache.check(Buffer.from(m.nonce, 'hex'), m.time) };
+    if (!isAsk(m)) return;
+    const a = byName.get(m.s)?.answer(m.q);
+    if (a === undefined) return;
+    const answer: Answer = { t: ANSWER, id: m.id, a };
     if (w.isConnected()) w.send(answer, undefined, () => undefined);
   });
 }
 
-let workerGuard: ReplayGuard | null = null;
+/** Worker: the questions waiting for the primary's answer (one listener on the channel per process). */
+type Waiting = Map<number, { resolve: (a: unknown) => void; timer: NodeJS.Timeout }>;
+let waiting: Waiting | null = null;
+let lastId = 0;
 
-/** Worker: a replay guard that asks the primary (one per process: one listener on the channel). */
-export function primaryReplayGuard(timeoutMs = REPLAY_ANSWER_TIMEOUT_MS): ReplayGuard {
-  if (workerGuard) return workerGuard;
-  let nextId = 0;
-  const pending = new Map<number, { resolve: (v: ReplayVerdict) => void; timer: NodeJS.Timeout }>();
+function answers(): Waiting {
+  if (waiting) return waiting;
+  const pending: Waiting = new Map();
   process.on('message', (m: unknown) => {
-    const a = m as ReplayAnswer | null;
-    if (typeof a !== 'object' || a === null || a.t !== REPLAY_ANSWER) return;
+    const a = m as Answer | null;
+    if (typeof a !== 'object' || a === null || a.t !== ANSWER) return;
     const p = pending.get(a.id);
     if (!p) return;
     pending.delete(a.id);
     clearTimeout(p.timer);
-    p.resolve(a.v === 'fresh' || a.v === 'replay' ? a.v : 'stale');
+    p.resolve(a.a);
   });
-  workerGuard = {
-    check: (nonce, time) =>
-      new Promise<ReplayVerdict>((resolve, reject) => {
-        const send = process.send?.bind(process);
-        if (!send || !process.connected) {
-          reject(new BrookError(ErrorCodes.TIMEOUT, 'replay check: no channel to the primary'));
-          return;
-        }
-        const id = ++nextId;
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          reject(new BrookError(ErrorCodes.TIMEOUT, `replay check: the primary did not answer within ${timeoutMs} ms`));
-        }, timeoutMs);
-        pending.set(id, { resolve, timer });
-        const ask: ReplayAsk = { t: REPLAY_ASK, id, nonce: Buffer.from(nonce).toString('hex'), time };
-        send(ask, undefined, undefined, (err: Error | null) => {
-          if (!err || !pending.delete(id)) return;
-          clearTimeout(timer);
-          reject(new BrookError(ErrorCodes.TIMEOUT, `replay check: ${err.message}`));
-        });
-      }),
-  };
-  return workerGuard;
+  waiting = pending;
+  return pending;
 }
 
-/** The replay guard a server in this process should use: the primary's in a worker pool, else its own (undefined). */
-export function replayGuardForProcess(): ReplayGuard | undefined {
-  return inWorkerPool() ? primaryReplayGuard() : undefined;
+/**
+ * Worker: ask the primary's service `service`. Resolves with its answer (to be checked by
+ * the caller: it crossed a process boundary); rejects with TIMEOUT without a channel to the
+ * primary, when the message cannot be sent, or when no answer comes within timeoutMs.
+ */
+export function askPrimary(service: string, question: unknown, timeoutMs: number): Promise<unknown> {
+  return new Promise<unknown>((resolve, reject) => {
+    const send = process.send?.bind(process);
+    if (!send || !process.connected) {
+      reject(new BrookError(ErrorCodes.TIMEOUT, 'no channel to the primary'));
+      return;
+    }
+    const pending = answers();
+    const id = ++lastId;
+    const timer = setTimeout(() => {
+      pending.delete(id);
+      reject(new BrookError(ErrorCodes.TIMEOUT, `the primary did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    pending.set(id, { resolve, timer });
+    const ask: Ask = { t: ASK, s: service, id, q: question };
+    send(ask, undefined, undefined, (err: Error | null) => {
+      if (!err || !pending.delete(id)) return;
+      clearTimeout(timer);
+      reject(new BrookError(ErrorCodes.TIMEOUT, err.message));
+    });
+  });
 }
 
 /**
@@ -177,7 +181,7 @@ export async function runWithWorkers(o: WorkerOptions, start: () => Promise<void
     return;
   }
   const log = o.log ?? createLogger();
-  if (o.replayCache) serveReplayChecks(o.replayCache);
+  if (o.services?.length) serveWorkers(o.services);
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ silent: false });
   let stopping = false;
@@ -254,21 +258,4 @@ export async function runWithWorkers(o: WorkerOptions, start: () => Promise<void
   process.on('SIGUSR1', () => {
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR1');
   });
-}
-
-/** Wrap a commander action: `--workers` and `--shutdownGrace` come from its options. */
-export function withWorkers<O extends Record<string, unknown>>(action: (o: O) => Promise<void>): (o: O) => Promise<void> {
-  return (o: O) =>
-    runWithWorkers(
-      {
-        workers: typeof o['workers'] === 'number' ? o['workers'] : DEFAULT_WORKERS,
-        shutdownGraceSeconds: Number(o['shutdownGrace'] ?? 10),
-        // servers in Brook mode (the flag exists only on server commands)
-        replayCache:
-          typeof o['replayCacheSize'] === 'number' && !o['withoutBrookProtocol']
-            ? { capacity: o['replayCacheSize'], aheadSeconds: Number(o['maxTimeAhead']) }
-            : undefined,
-      },
-      () => action(o),
-    );
 }

@@ -1,6 +1,6 @@
 /**
  * brook-ts as a library (package.json "exports": `import { ... } from 'brook-ts'`).
- * The CLI (src/cli.ts) is a layer over the same classes. README: "Use it from Node.js".
+ * The CLI (src/cli/) is a layer over the same classes. README: "Use it from Node.js".
  *
  * Server side:
  *   attachBrook(server, { path, password })  tunnels on your own http(s) server / Express app's server

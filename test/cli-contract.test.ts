@@ -93,6 +93,8 @@ export const MISTAKES: string[][] = [
   [...WSS, '--cert', '{tmp}/cert.pem', '--certkey', '{tmp}/key.pem'],
   [...WSS, '--keepalive', '5', '--withoutBrookProtocol', '--cert', '{tmp}/real.crt.pem', '--certkey', '{tmp}/real.key.pem'],
   [...WSS, '--path', 'ws', '--cert', '{tmp}/real.crt.pem', '--certkey', '{tmp}/real.key.pem'],
+  // ACME: the options are checked before the account key is made and the CA asked (it used to retry the CA first)
+  [...WSS, '--path', 'ws', '--acmeDirectory', 'http://127.0.0.1:1/directory', '--httpListen', L, '--cacheDir', '{tmp}/cache'],
   // clients
   ['wsclient', '--password', 'x', '--socks5', L],
   ['wsclient', '--wsserver', 'ws://1.2.3.4:9999', '--socks5', L],

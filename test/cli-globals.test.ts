@@ -1,5 +1,5 @@
 /**
- * Issue 9: upstream's global options on the CLI (src/runtime.ts), over real
+ * Issue 9: upstream's global options on the CLI (src/cli/globals.ts, runtime.ts), over real
  * processes and sockets on 127.0.0.1: --log FILE + SIGUSR1 + --tag + --pid,
  * --prometheus scraped during traffic (label sets fixed after 1,000
  * destinations; the sum over --workers), --dialWithIP4 and --dialWithDNS on the

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, assertBuilt, freePort, runCli, startCli, stopCli, tempDir } from './helpers/cli.js';
 import { LOOPBACK, exchangeThroughSocks, startExchangeServer } from './helpers/net.js';
-import { DEFAULT_SHUTDOWN_GRACE_SECONDS } from '../src/cli.js';
+import { DEFAULT_SHUTDOWN_GRACE_SECONDS } from '../src/cli/main.js';
 import { ACCOUNT_KEY_FILE } from '../src/tls/acme.js';
 
 const UNITS = ['deploy/brook-ts-wssserver.service', 'deploy/brook-ts-wsserver.service'];

@@ -11,7 +11,7 @@
  * resetAndDestroy() resets the tunnel, and the server resets the destination).
  */
 import { BrookError, ErrorCodes } from '../errors.js';
-import { linkKindForServer, LINK_SCHEME, parseLink, parseServerUrl } from '../link.js';
+import { type LinkKind, linkKindForServer, LINK_SCHEME, type ParsedLink, parseLink, parseServerUrl } from '../link.js';
 import { type Address, makeAddress, parseHostPort } from '../protocol/address.js';
 import type { AeadBackend } from '../protocol/cipher.js';
 import { DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint } from './dial.js';
@@ -44,45 +44,51 @@ export interface ClientSettings {
 /**
  * `ws://host:port/path`, `wss://host:port/path` or a `brook://wsserver?...` /
  * `brook://wssserver?...` link. Throws a BrookError: LINK_INVALID or LINK_KIND
- * for a bad server or link, CONFIG without a password.
+ * for a bad server or link, CONFIG without a password (the one check of it on the way
+ * from a URL or link to a client: the CLI maps its flags onto these options).
  */
 export function resolveServer(server: string, o: ServerOptions = {}): ClientSettings {
-  let s: ClientSettings;
-  if (server.trim().toLowerCase().startsWith(LINK_SCHEME)) {
-    const l = parseLink(server);
-    s = {
-      endpoint: {
-        secure: l.kind === 'wssserver',
-        hostPort: l.hostPort,
-        hostname: l.hostname,
-        port: l.port,
-        path: l.path,
-        ...hostPortOf(o.address ?? l.address),
-        insecure: Boolean(o.insecure) || l.insecure,
-        ...(o.ca ?? l.ca ? { ca: o.ca ?? l.ca } : {}),
-      },
-      password: o.password || l.password,
-      withoutBrookProtocol: Boolean(o.withoutBrookProtocol) || l.withoutBrookProtocol,
-      ...defined({ clientHKDFInfo: o.clientHKDFInfo ?? l.clientHKDFInfo, serverHKDFInfo: o.serverHKDFInfo ?? l.serverHKDFInfo }),
-    };
-  } else {
-    const kind = linkKindForServer(server);
-    const u = parseServerUrl(kind, server);
-    s = {
-      endpoint: {
-        secure: kind === 'wssserver',
-        ...u,
-        ...hostPortOf(o.address),
-        insecure: Boolean(o.insecure),
-        ...(o.ca ? { ca: o.ca } : {}),
-      },
-      password: o.password ?? '',
-      withoutBrookProtocol: Boolean(o.withoutBrookProtocol),
-      ...defined({ clientHKDFInfo: o.clientHKDFInfo, serverHKDFInfo: o.serverHKDFInfo }),
-    };
-  }
-  if (!s.password) throw new BrookError(ErrorCodes.CONFIG, `a password is required for ${server.startsWith(LINK_SCHEME) ? 'this link' : server}`);
+  if (server.trim().toLowerCase().startsWith(LINK_SCHEME)) return settingsFromLink(parseLink(server), o);
+  return settingsFromUrl(linkKindForServer(server), server, o);
+}
+
+/** A parsed link's server; the options replace (password unless empty, address, ca, infos) or add to (insecure, withoutBrookProtocol) the link's. */
+export function settingsFromLink(l: ParsedLink, o: ServerOptions = {}): ClientSettings {
+  const s: ClientSettings = {
+    endpoint: {
+      secure: l.kind === 'wssserver',
+      hostPort: l.hostPort,
+      hostname: l.hostname,
+      port: l.port,
+      path: l.path,
+      ...hostPortOf(o.address ?? l.address),
+      insecure: Boolean(o.insecure) || l.insecure,
+      ...(o.ca ?? l.ca ? { ca: o.ca ?? l.ca } : {}),
+    },
+    password: o.password || l.password,
+    withoutBrookProtocol: Boolean(o.withoutBrookProtocol) || l.withoutBrookProtocol,
+    ...defined({ clientHKDFInfo: o.clientHKDFInfo ?? l.clientHKDFInfo, serverHKDFInfo: o.serverHKDFInfo ?? l.serverHKDFInfo }),
+  };
+  if (!s.password) throw new BrookError(ErrorCodes.CONFIG, 'a password is required for this link');
   return s;
+}
+
+/** A server URL of this kind (ws:// for wsserver, wss:// for wssserver) and its password. */
+export function settingsFromUrl(kind: LinkKind, server: string, o: ServerOptions = {}): ClientSettings {
+  if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password or --passwordFile is required');
+  const u = parseServerUrl(kind, server);
+  return {
+    endpoint: {
+      secure: kind === 'wssserver',
+      ...u,
+      ...hostPortOf(o.address),
+      insecure: Boolean(o.insecure),
+      ...(o.ca ? { ca: o.ca } : {}),
+    },
+    password: o.password,
+    withoutBrookProtocol: Boolean(o.withoutBrookProtocol),
+    ...defined({ clientHKDFInfo: o.clientHKDFInfo, serverHKDFInfo: o.serverHKDFInfo }),
+  };
 }
 
 function hostPortOf(address: string | undefined): { address?: { host: string; port: number } } {

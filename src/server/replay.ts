@@ -25,6 +25,7 @@
  * nextPow2(2 * capacity) slots.
  */
 import { randomBytes } from 'node:crypto';
+import { BrookError, ErrorCodes } from '../errors.js';
 import type { Clock } from '../protocol/header.js';
 import { DEFAULT_MAX_HEADER_AHEAD_SECONDS, MAX_HEADER_AGE_SECONDS, NONCE_SIZE } from '../protocol/sizes.js';
 import type { RandomSource } from '../protocol/upgrade.js';
@@ -226,4 +227,49 @@ export class ReplayCache implements ReplayGuard {
 /** The cache a server uses by default (its own, in one process). */
 export function createReplayCache(o: ReplayCacheOptions = {}): ReplayCache {
   return new ReplayCache(o);
+}
+
+/*
+ * One cache for several processes (--workers, protocol/probing.md#replays): a replayed
+ * stream may land on any worker, so one process (the primary) holds the cache and the
+ * others ask it about each accepted Brook header, their socket paused, through a channel
+ * they are given (src/cluster.ts carries the messages; the CLI connects the two). No answer
+ * within REPLAY_ANSWER_TIMEOUT_MS, or no channel, refuses the handshake: the check fails
+ * closed, like a replay.
+ */
+
+/** How long a worker waits for the cache's verdict before refusing the handshake. */
+export const REPLAY_ANSWER_TIMEOUT_MS = 2_000;
+
+/** A question to the remote cache: the client nonce (hex) and the header time. */
+export interface ReplayQuestion {
+  nonce: string;
+  time: number;
+}
+
+function isReplayQuestion(q: unknown): q is ReplayQuestion {
+  const r = q as ReplayQuestion | null;
+  return typeof r === 'object' && r !== null && typeof r.nonce === 'string' && r.nonce.length === NONCE_SIZE * 2 && /^[0-9a-f]+$/.test(r.nonce) && Number.isSafeInteger(r.time);
+}
+
+/** The cache's side: the verdict for a well-formed question (remembering a fresh nonce), undefined for anything else. */
+export function answerReplayQuestions(cache: ReplayCache): (q: unknown) => ReplayVerdict | undefined {
+  return (q) => (isReplayQuestion(q) ? cache.check(Buffer.from(q.nonce, 'hex'), q.time) : undefined);
+}
+
+/**
+ * The asking side: a guard whose verdicts come from `ask` (the question carried to the cache
+ * and its answer brought back). An answer that is not a verdict counts as stale; a failed ask
+ * is a TIMEOUT error ("replay check: ..."), and the handshake is refused.
+ */
+export function remoteReplayGuard(ask: (q: ReplayQuestion) => Promise<unknown>): ReplayGuard {
+  return {
+    check: (nonce, time) =>
+      ask({ nonce: Buffer.from(nonce).toString('hex'), time }).then(
+        (v) => (v === 'fresh' || v === 'replay' ? v : 'stale'),
+        (e: unknown) => {
+          throw new BrookError(ErrorCodes.TIMEOUT, `replay check: ${(e as Error)?.message ?? String(e)}`);
+        },
+      ),
+  };
 }

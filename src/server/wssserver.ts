@@ -1,123 +1,111 @@
 /**
- * wssserver: wsserver over TLS. With --cert/--certkey the files are used;
- * without them a certificate for the domain is obtained by ACME (HTTP-01 on
- * port 80, configurable), cached on disk and renewed in place
- * (protocol/wss-certificates.md).
+ * wssserver: wsserver over TLS, for one domain. With certificate files they are used;
+ * with ACME settings a certificate for the domain is obtained (HTTP-01 on port 80,
+ * configurable), cached on disk and renewed in place (protocol/wss-certificates.md).
+ *
+ * Order: the options are checked first (the WsServer is made before any file is read,
+ * port bound or CA asked), then the certificate, then the https listener.
  */
 import type { Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
 import { BrookError, ErrorCodes } from '../errors.js';
-import type { Runtime } from '../runtime.js';
 import { parseHostPort } from '../protocol/address.js';
+import type { CertManager } from '../tls/acme.js';
 import { loadCertFiles } from '../tls/certfiles.js';
 import { attachCertManager, createPortEightyServer, createTlsOptions } from '../tls/tlsserver.js';
-import { formatBound, parseListen } from '../net/listen.js';
-import { readFileSync } from 'node:fs';
+import { parseListen } from '../net/listen.js';
+import { createLogger } from '../log.js';
 import { WsServer, type WsServerOptions } from './wsserver.js';
-import { replayGuardForProcess } from '../cluster.js';
-import { checkKeepalive } from '../net/tunnel-transform.js';
 
-type Opts = Record<string, unknown>;
+/** Obtain the certificate by ACME (HTTP-01). */
+export interface WssAcmeOptions {
+  /** ACME directory URL, or 'production' / 'staging' (Let's Encrypt); default production. */
+  directory?: string;
+  /** Contact email of the ACME account. */
+  email?: string;
+  /** Where the account key and certificates are kept (default .letsencrypt). */
+  cacheDir?: string;
+  /** CA bundle (PEM) trusted to reach the ACME server. */
+  caBundle?: Buffer;
+  /** Where to serve the HTTP-01 challenges and redirect to https (default ":80"). */
+  httpListen?: string;
+  /** Testing only: skip acme-client's own pre-check of the challenge. */
+  skipChallengeVerification?: boolean;
+}
+
+export interface WssServerOptions extends Omit<WsServerOptions, 'listen' | 'tls'> {
+  /** "domain:port": the certificate's name and the https port (upstream --domainaddress). */
+  domainAddress: string;
+  /** Where to listen for https; default all interfaces on the port of domainAddress. */
+  listen?: string;
+  /** PEM files (key and certificate checked to match and be current), or ACME. */
+  certificate: { certFile: string; keyFile: string } | { acme: WssAcmeOptions };
+}
 
 export interface WssHandle {
   server: WsServer;
+  /** Where https listens. */
+  address: AddressInfo;
+  domain: string;
+  /** Where the certificate came from, and when the one served at start expires. */
+  certificate: 'files' | 'acme';
+  notAfter: Date;
   port80: HttpServer | null;
-  certManager: import('../tls/acme.js').CertManager | null;
+  certManager: CertManager | null;
   close(graceMs: number): Promise<void>;
 }
 
-/** WsServer options from the flags wsserver and wssserver share, and the process's runtime (log, metrics, dialer, globals). */
-export function serverOptionsFromFlags(
-  o: Opts,
-  listen: string,
-  rt: Pick<Runtime, 'log' | 'metrics' | 'dialer' | 'policy' | 'globals'>,
-): WsServerOptions {
-  const log = rt.log;
-  // a one-line start error: withoutBrookProtocol has no framing for a keepalive
-  checkKeepalive(o['keepalive'] as number | undefined, Boolean(o['withoutBrookProtocol']));
-  return {
-    listen,
-    password: String(o['password']),
-    path: String(o['path']),
-    tcpTimeout: o['tcpTimeout'] as number,
-    udpTimeout: o['udpTimeout'] as number,
-    keepalive: o['keepalive'] as number | undefined,
-    withoutBrookProtocol: Boolean(o['withoutBrookProtocol']),
-    xForwardedFor: Boolean(o['xForwardedFor']),
-    trustedProxies: o['trustedProxies'] as string | undefined,
-    proxyProtocol: Boolean(o['proxyProtocol']),
-    fallback: o['fallback'] as string | undefined,
-    host: o['host'] as string | undefined,
-    probeTimeoutMs: (o['probeTimeout'] as number) * 1000,
-    probeByteBudget: o['probeBytes'] as number,
-    headTimeoutMs: o['headTimeout'] === undefined ? undefined : (o['headTimeout'] as number) * 1000,
-    maxPending: typeof o['maxPending'] === 'number' ? o['maxPending'] : undefined,
-    maxTimeAheadSeconds: o['maxTimeAhead'] as number,
-    replayCacheSize: o['replayCacheSize'] as number,
-    // with --workers the primary holds the replay cache (src/cluster.ts); withoutBrookProtocol has none
-    replay: o['withoutBrookProtocol'] ? undefined : replayGuardForProcess(),
-    clientHKDFInfo: rt.globals.clientHKDFInfo,
-    serverHKDFInfo: rt.globals.serverHKDFInfo,
-    dialer: rt.dialer,
-    policy: rt.policy,
-    metrics: rt.metrics,
-    log,
-  };
+/** The domain and port of domainAddress; an IP address is refused (a certificate needs a name). */
+function domainOf(domainAddress: string): { domain: string; port: number } {
+  const da = parseHostPort(domainAddress);
+  if (da.type !== 'domain') throw new BrookError(ErrorCodes.CONFIG, `--domainaddress needs a domain name, got ${da.host}`);
+  return { domain: da.host, port: da.port };
 }
 
-function readPemFile(path: string, flag: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new BrookError(ErrorCodes.CONFIG, `cannot read ${flag} ${path}: ${(e as Error).message}`);
-  }
-}
+/** Start a wssserver: resolves once https listens (with ACME: once a certificate is held). */
+export async function startWssServer(o: WssServerOptions): Promise<WssHandle> {
+  const { domain, port } = domainOf(o.domainAddress);
+  const { domainAddress: _da, certificate, ...rest } = o;
+  // the certificate is installed below (setSecureContext), before the server listens
+  const server = new WsServer({ ...rest, listen: o.listen ?? `:${port}`, tls: createTlsOptions({ domain }) });
+  const tls = server.server as unknown as TlsServer;
+  const handle = { server, domain, port80: null, certManager: null, close: (g: number) => server.close(g) };
 
-export async function startWssServer(o: Opts, rt: Runtime): Promise<WssHandle> {
-  const log = rt.log;
-  const da = parseHostPort(String(o['domainaddress']));
-  if (da.type !== 'domain') {
-    throw new BrookError(ErrorCodes.CONFIG, `--domainaddress needs a domain name, got ${da.host}`);
-  }
-  const domain = da.host;
-  const listen = o['listen'] ? String(o['listen']) : `:${da.port}`;
-  const common = serverOptionsFromFlags(o, listen, rt);
-
-  if (o['cert'] || o['certkey']) {
-    if (!o['cert'] || !o['certkey']) throw new BrookError(ErrorCodes.CONFIG, '--cert and --certkey go together');
-    const c = await loadCertFiles(String(o['cert']), String(o['certkey']));
-    const server = new WsServer({ ...common, tls: createTlsOptions({ domain, cert: c.cert, key: c.key }) });
-    common.metrics?.certificateExpiry(c.notAfter.getTime());
-    const a = await server.listen();
-    log({ msg: 'listening', command: 'wssserver', listen: formatBound(a), domain, certificate: 'files', notAfter: c.notAfter.toISOString() });
-    return { server, port80: null, certManager: null, close: (g) => server.close(g) };
+  if ('certFile' in certificate) {
+    const c = await loadCertFiles(certificate.certFile, certificate.keyFile);
+    tls.setSecureContext({ cert: c.cert, key: c.key });
+    o.metrics?.certificateExpiry(c.notAfter.getTime());
+    return { ...handle, address: await server.listen(), certificate: 'files', notAfter: c.notAfter };
   }
 
   // acme-client (and its HTTP stack) is loaded only when ACME is used
   const { CertManager, resolveDirectoryUrl } = await import('../tls/acme.js');
+  const a = certificate.acme;
+  const log = o.log ?? createLogger();
   const manager = new CertManager({
     domain,
-    directoryUrl: resolveDirectoryUrl(String(o['acmeDirectory'] ?? 'production')),
-    email: o['acmeEmail'] as string | undefined,
-    cacheDir: String(o['cacheDir'] ?? '.letsencrypt'),
-    caBundle: o['acmeCA'] ? readPemFile(String(o['acmeCA']), '--acmeCA') : undefined,
-    skipChallengeVerification: Boolean(o['acmeSkipChallengeVerification']),
+    directoryUrl: resolveDirectoryUrl(a.directory ?? 'production'),
+    email: a.email,
+    cacheDir: a.cacheDir ?? '.letsencrypt',
+    caBundle: a.caBundle,
+    skipChallengeVerification: Boolean(a.skipChallengeVerification),
     log: (e) => log({ ...e }),
   });
   manager.on('error', () => {
     /* logged by the manager; it keeps retrying with backoff */
   });
-  manager.on('certificate', (c: { notAfter: Date }) => common.metrics?.certificateExpiry(c.notAfter.getTime()));
-  manager.on('order', (result: 'issued' | 'renewed' | 'failed') => common.metrics?.acme(result));
-  const httpListen = parseListen(String(o['httpListen'] ?? ':80'));
-  const port80 = await createPortEightyServer({ host: httpListen.host, port: httpListen.port, certManager: manager, httpsPort: da.port });
+  manager.on('certificate', (c: { notAfter: Date }) => o.metrics?.certificateExpiry(c.notAfter.getTime()));
+  manager.on('order', (result: 'issued' | 'renewed' | 'failed') => o.metrics?.acme(result));
+  const httpListen = parseListen(a.httpListen ?? ':80');
+  const port80 = await createPortEightyServer({ host: httpListen.host, port: httpListen.port, certManager: manager, httpsPort: port });
   const cert = await manager.start();
-  const server = new WsServer({ ...common, tls: createTlsOptions({ domain, cert: cert.cert, key: cert.key }) });
-  attachCertManager(server.server as unknown as TlsServer, manager);
-  const a = await server.listen();
-  log({ msg: 'listening', command: 'wssserver', listen: formatBound(a), domain, certificate: 'acme', notAfter: cert.notAfter.toISOString() });
+  attachCertManager(tls, manager);
   return {
-    server,
+    ...handle,
+    address: await server.listen(),
+    certificate: 'acme',
+    notAfter: cert.notAfter,
     port80,
     certManager: manager,
     close: async (g) => {
