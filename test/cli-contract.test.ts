@@ -10,21 +10,15 @@
  * The children run without $BROOK_TS_PASSWORD_FILE, with stdout a pipe (commander
  * wraps help at 80 columns then); temporary paths and the busy port are masked.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertBuilt, CLI, LOOPBACK, selfSigned, tempDir } from './helpers/cli.js';
+import { assertBuilt, LOOPBACK, selfSigned, tempDir } from './helpers/cli.js';
+import { HELP_TARGETS, runAll, runOnce, type RunResult } from './helpers/cli-run.js';
 
 const FIXTURES = join('test', 'fixtures', 'cli-contract');
 const UPDATE = process.env['BROOK_TS_UPDATE_CLI_CONTRACT'] === '1';
-/** At most this many CLI processes at once (the machine has 2 cores). */
-const PARALLEL = 4;
-/** A case still running after this long has started something: recorded as killed. */
-const CASE_TIMEOUT_MS = 15_000;
-
-export const HELP_TARGETS = ['', 'wsserver', 'wssserver', 'wsclient', 'wssclient', 'connect', 'link'] as const;
 
 const L = `${LOOPBACK}:0`;
 const WS_LINK = 'brook://wsserver?password=x&wsserver=ws%3A%2F%2F127.0.0.1%3A1';
@@ -39,7 +33,7 @@ const WSS = ['wssserver', '--domainaddress', 'a.test:443', '--password', 'x', '-
  * The mistakes: `{tmp}` is a temporary folder holding the files below, `{busy}` a
  * port in use. Each is one line on stderr and a non-zero exit (checked below too).
  */
-export const MISTAKES: string[][] = [
+const MISTAKES: string[][] = [
   // servers: password, listen, the flag parsers
   ['wsserver', '--listen', L],
   ['wsserver', '--password', 'x'],
@@ -135,7 +129,7 @@ export const MISTAKES: string[][] = [
 ];
 
 /** Outputs that are not mistakes: they exit 0. */
-export const ANSWERS: string[][] = [
+const ANSWERS: string[][] = [
   ['--version'],
   ...HELP_TARGETS.filter((c) => c !== '').map((c) => [c, '--example']),
   ['link', '--server', 'ws://1.2.3.4:9999', '--password', 'hello'],
@@ -144,7 +138,7 @@ export const ANSWERS: string[][] = [
 ];
 
 /** Commands that start: their start and stop lines (after SIGTERM) are part of the contract too. */
-export const STARTS: string[][] = [
+const STARTS: string[][] = [
   ['wsserver', '--listen', L, '--password', 'x'],
   ['wsserver', '--listen', L, '--password', 'x', '--withoutBrookProtocol', '--path', '/p', '--shutdownGrace', '1'],
   ['--tag', 'region:eu', 'wsserver', '--listen', L, '--password', 'x', '--workers', '2', '--shutdownGrace', '1'],
@@ -157,34 +151,13 @@ export const STARTS: string[][] = [
 /** The lines of a start that say what runs (per-connection lines are not compared). */
 const START_MESSAGES = new Set(['listening', 'workers listening', 'shutting down', 'shutting down workers']);
 
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Run until it printed `listening` `expect` times, then SIGTERM it and collect the rest. */
-function start(args: string[], expect: number): Promise<Result> {
-  const env = { ...process.env };
-  delete env['BROOK_TS_PASSWORD_FILE'];
-  return new Promise((res) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let seen = 0;
-    child.stdout!.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      const n = stdout.split('\n').filter((l) => l.includes('"msg":"listening"')).length;
-      if (n >= expect && seen < expect) setTimeout(() => child.kill('SIGTERM'), 200);
-      seen = n;
-    });
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const t = setTimeout(() => child.kill('SIGKILL'), CASE_TIMEOUT_MS);
-    child.once('close', (code, signal) => {
-      clearTimeout(t);
-      res({ code, signal, stdout, stderr });
-    });
+function start(args: string[], expect: number): Promise<RunResult> {
+  let stopping = false;
+  return runOnce(args, (all, stop) => {
+    if (stopping || all.split('\n').filter((l) => l.includes('"msg":"listening"')).length < expect) return;
+    stopping = true;
+    setTimeout(() => stop('SIGTERM'), 200);
   });
 }
 
@@ -209,36 +182,6 @@ function startLines(stdout: string): string {
   return lines.sort().join('\n');
 }
 
-function run(args: string[]): Promise<Result> {
-  const env = { ...process.env };
-  delete env['BROOK_TS_PASSWORD_FILE'];
-  return new Promise((res) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const t = setTimeout(() => child.kill('SIGKILL'), CASE_TIMEOUT_MS);
-    child.once('close', (code, signal) => {
-      clearTimeout(t);
-      res({ code, signal, stdout, stderr });
-    });
-  });
-}
-
-export async function runAll(list: string[][], parallel = PARALLEL): Promise<Result[]> {
-  const out: Result[] = new Array(list.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < list.length) {
-      const i = next++;
-      out[i] = await run(list[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: parallel }, worker));
-  return out;
-}
-
 const tmp = tempDir('brook-contract-');
 let busy: net.Server;
 let busyPort = 0;
@@ -247,7 +190,7 @@ const fill = (args: string[]) => args.map((a) => a.replaceAll('{tmp}', tmp.dir).
 const mask = (s: string) => s.replaceAll(tmp.dir, '{tmp}').replaceAll(`:${busyPort}`, ':{busy}');
 
 /** One case as text: the command line, the exit, then stdout and stderr lines. */
-function record(args: string[], r: Result): string {
+function record(args: string[], r: RunResult): string {
   const out = [`$ brook-ts ${args.join(' ')}`, `exit ${r.code ?? r.signal}`];
   for (const l of mask(r.stdout).trimEnd().split('\n')) if (l) out.push(`stdout: ${l}`);
   for (const l of mask(r.stderr).trimEnd().split('\n')) if (l) out.push(`stderr: ${l}`);
@@ -264,7 +207,7 @@ function compare(file: string, actual: string): void {
   expect(actual, `${path} (regenerate: see the top of test/cli-contract.test.ts)`).toBe(readFileSync(path, 'utf8'));
 }
 
-export const helpFile = (target: string) => `help-${target || 'brook-ts'}.txt`;
+const helpFile = (target: string) => `help-${target || 'brook-ts'}.txt`;
 
 beforeAll(async () => {
   assertBuilt();

@@ -14,7 +14,7 @@ import { BrookError, ErrorCodes } from '../errors.js';
 import { type LinkKind, parseLink } from '../link.js';
 import { formatBound } from '../net/listen.js';
 import { formatHostPort } from '../protocol/address.js';
-import { cryptoFields, EXAMPLE_FLAGS, PASSWORD_FILE_HELP, type PasswordValues, processFlags, readPem, TIMEOUT_FLAGS, WITHOUT_BROOK_PROTOCOL_HELP, withPasswordSources } from './common.js';
+import { cryptoFields, EXAMPLE_FLAGS, LINK_PASSWORD_FILE_HELP, PASSWORD_FILE_HELP, type PasswordValues, processFlags, readPem, TIMEOUT_FLAGS, WITHOUT_BROOK_PROTOCOL_HELP, withPasswordSources } from './common.js';
 import { addFlags, flag, type FlagTable, type FlagValues, listenAddress, positiveInt, toggle } from './flags.js';
 import { type Runtime, runCommand } from './runtime.js';
 
@@ -76,7 +76,7 @@ const CONNECT_FLAGS = {
   ...EXAMPLE_FLAGS,
   link: flag('-l, --link <link>', 'brook link, you can get it via brook-ts link', { required: true }),
   noTlsResume: toggle('--noTlsResume', NO_TLS_RESUME_HELP + ' (wssserver links)', false),
-  ...CLIENT_FLAGS(WITH_LINK_PASSWORD_FILE_HELP),
+  ...CLIENT_FLAGS(LINK_PASSWORD_FILE_HELP),
 };
 
 type CommonClientFlags = FlagValues<ReturnType<typeof CLIENT_FLAGS>>;

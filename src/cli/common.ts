@@ -18,7 +18,10 @@ export const DEFAULT_SHUTDOWN_GRACE_SECONDS = 10;
 const KEEPALIVE_HELP =
   'after this many seconds without sending on a TCP tunnel, send an empty Brook fragment (keeps proxies and CDNs with an idle cut-off from closing it; upstream peers read it as nothing); 0 = off; Brook protocol only';
 const WORKERS_HELP = 'processes sharing the listening socket, or "auto" (one per core)';
-export const PASSWORD_FILE_HELP = `read the password from this file (one line; a trailing newline is dropped), so it is not on the command line; default: $${PASSWORD_FILE_ENV} when no --password is given`;
+const PASSWORD_FILE_READ = 'read the password from this file (one line; a trailing newline is dropped), so it is not on the command line';
+export const PASSWORD_FILE_HELP = `${PASSWORD_FILE_READ}; default: $${PASSWORD_FILE_ENV} when no --password is given`;
+/** connect: it has no --password, and with a link the variable is not read. */
+export const LINK_PASSWORD_FILE_HELP = `${PASSWORD_FILE_READ}; it replaces the link's password ($${PASSWORD_FILE_ENV} is not read: a link carries its own)`;
 export const WITHOUT_BROOK_PROTOCOL_HELP = 'the data will not be encrypted with brook protocol';
 
 /** --example: main() answers it before commander checks required flags. */
