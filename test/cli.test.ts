@@ -5,25 +5,10 @@
  */
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type CliResult, LOOPBACK, runCli, sleep, startCli, stopAllClis } from './helpers/cli.js';
+import { LOOPBACK, sleep, startCli, stopAllClis } from './helpers/cli.js';
+import { runAll } from './helpers/cli-run.js';
 
 const COMMANDS = ['wsserver', 'wssserver', 'wsclient', 'wssclient', 'link', 'connect'] as const;
-/** At most this many CLI processes at once (the machine has 2 cores). */
-const PARALLEL = 4;
-
-async function runAll(list: string[][]): Promise<CliResult[]> {
-  const out: CliResult[] = new Array(list.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < list.length) {
-      const i = next++;
-      out[i] = await runCli(list[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: PARALLEL }, worker));
-  return out;
-}
-
 afterEach(async () => {
   await stopAllClis();
 });
