@@ -86,6 +86,7 @@ function commonServerOptions(cmd: Command): Command {
     .option('--headTimeout <seconds>', 'a request head (over TLS: handshake + head) not complete within this is closed without an answer; also the keep-alive idle bound (s)', positiveInt, DEFAULT_HEAD_TIMEOUT_MS / 1000)
     .option('--maxPending <n>', 'connections that are not tunnels yet (handshake, head, keep-alive); at the cap the oldest is closed for each new one. auto = (soft RLIMIT_NOFILE - 64) / 4, at least 16 (1024 where the limit is unknown)', maxPendingFlag, 'auto')
     .option('--maxTimeAhead <seconds>', 'refuse a client header time further than this in the future (upstream: no bound)', seconds, DEFAULT_MAX_HEADER_AHEAD_SECONDS)
+    .option('--blockLocal', BLOCK_LOCAL_HELP, false)
     .option('--replayCacheSize <n>', 'client nonces remembered against replays; when full the oldest go and the window shrinks', positiveInt, DEFAULT_REPLAY_CACHE_SIZE)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
     .option('--shutdownGrace <seconds>', 'time open tunnels get to finish on SIGINT/SIGTERM', seconds, DEFAULT_SHUTDOWN_GRACE_SECONDS)
@@ -118,6 +119,8 @@ const POOL_MAX_IDLE_HELP = 'a prewarmed connection unused this long (s) is close
 const NO_TLS_RESUME_HELP = 'do not resume TLS sessions (every connection to the server makes a full TLS handshake)';
 const WORKERS_HELP = 'processes sharing the listening socket, or "auto" (one per core)';
 const PASSWORD_FILE_HELP = `read the password from this file (one line; a trailing newline is dropped), so it is not on the command line; default: $${PASSWORD_FILE_ENV} when no --password is given`;
+const BLOCK_LOCAL_HELP =
+  "refuse destinations on this host: loopback, link-local (cloud metadata 169.254.169.254), multicast, this host's own addresses, in any form (127.1, ::ffff:127.0.0.1, localhost, a name that resolves there); a name is resolved first and dialled at the address checked (--dialWithSocks5: the proxy gets that address, not the name)";
 const KEEPALIVE_HELP =
   'after this many seconds without sending on a TCP tunnel, send an empty Brook fragment (keeps proxies and CDNs with an idle cut-off from closing it; upstream peers read it as nothing); 0 = off; Brook protocol only';
 

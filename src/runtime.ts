@@ -158,7 +158,7 @@ export function runCommand(command: string, start: (o: Opts, rt: Runtime) => Pro
       const dialer = g.dialSet ? createDialer(g.dial) : defaultDialer();
       // a domain is checked at the address the process would dial it at (the same resolver)
       const policy = server
-        ? await DestinationPolicy.load({ ...g.block, log: dest.log, resolve: async (host) => [(await dialer.resolve(host)).address] })
+        ? await DestinationPolicy.load({ ...g.block, blockLocal: o['blockLocal'] === true, log: dest.log, resolve: async (host) => [(await dialer.resolve(host)).address] })
         : null;
       const running = await start(wo, { log: dest.log, metrics, dialer, policy, globals: g });
       onSignals(
