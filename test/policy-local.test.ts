@@ -81,7 +81,7 @@ describe('parseInetAton: the IPv4 forms getaddrinfo reads', () => {
   });
 
   it('refuses what is not a number form (it would be a DNS name)', () => {
-    const bad = ['', 'localhost', '1password.com', '0x', '08', '09.1', '1..2', '1.2.3.', '127.0.0.1.', '.1', '1.2.3.4.5', '256.1.1.1', '1.256.1.1', '1.2.65536', '1.16777216', '4294967296', '0x100000000', '0x1.0x1000000', ' 1.2.3.4', '1.2.3.4 ', '+1', '-1', '1e3', '0x7g', '1.2.3.4\n', '0' + '0'.repeat(80)];
+    const bad = ['', 'localhost', '1password.com', '0x', '08', '09.1', '1..2', '1.2.3.', '127.0.0.1.', '.1', '1.2.3.4.5', '256.1.1.1', '1.256.1.1', '1.2.65536', '1.16777216', '4294967296', '0x100000000', '0x1.0x1000000', ' 1.2.3.4', '1.2.3.4 ', '+1', '-1', '1e3', '0x7g', '1.2.3.4\n', '0' + '0'.repeat(80), '\u0661\u0662\u0667.0.0.1', '１２７.0.0.1', '1.'.repeat(127) + '1', '0x' + 'f'.repeat(250)];
     for (const b of bad) expect(parseInetAton(b), JSON.stringify(b)).toBeNull();
   });
 
