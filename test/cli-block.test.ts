@@ -4,6 +4,9 @@
  * resolves (through --dialWithDNS, a test DNS server) into a blocked CIDR, UDP
  * to a blocked address, a reload after the file changed and a failed reload that
  * keeps the list, the tunnel beside them still working, and bad values at start.
+ * Issue 22: --blockLocal (and the unspecified addresses refused without it), the
+ * flag wired through the CLI and the runtime, its start line, a client refusing it.
+ * (Every form over real sockets: test/e2e-block-local.test.ts.)
  */
 import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
@@ -129,6 +132,57 @@ describe('block lists', () => {
     unlinkSync(domains);
     await new Promise((r) => setTimeout(r, 1500));
     expect(await reaches(socks, 'good.test')).toBe(false);
+  }, 30_000);
+});
+
+describe('--blockLocal, and the unspecified addresses without it', () => {
+  async function localPair(serverArgs: string[]): Promise<{ server: CliProcess; socks: number }> {
+    const server = await startCli(['wsserver', '--listen', `${LOOPBACK}:0`, '--password', 'hello', ...serverArgs]);
+    const client = await startCli(['wsclient', '--wsserver', `ws://${LOOPBACK}:${server.port('listen')}`, '--password', 'hello', '--socks5', `${LOOPBACK}:0`]);
+    return { server, socks: client.port('socks5') };
+  }
+
+  it('wsserver --blockLocal: loopback in any form refused, the rule in the line; never dialled', async () => {
+    const { server, socks } = await localPair(['--blockLocal']);
+    expect(server.lines.find((l) => l['msg'] === 'block lists loaded')).toMatchObject({ domains: 0, cidr4: 0, cidr6: 0, local: expect.any(Number) });
+    const before = dst.records.length;
+    expect(await reaches(socks, LOOPBACK, 'ipv4')).toBe(false);
+    await waitFor(() => blockedLines(server).length >= 1, 5000, 'a blocked line');
+    expect(blockedLines(server)[0]).toMatchObject({ dst: `${LOOPBACK}:${dst.port}`, network: 'tcp', rule: 'local:loopback', error: 'destination blocked by local:loopback' });
+    for (const host of ['127.1', '2130706433', 'localhost', '0']) expect(await reaches(socks, host), host).toBe(false);
+    expect(dst.records.length).toBe(before);
+  });
+
+  it('wsserver --blockLocal: UDP to loopback refused, the rule in the line, nothing delivered', async () => {
+    const echo: UdpResponder = await startUdpEcho(LOOPBACK);
+    closers.push(() => echo.close());
+    const { server, socks } = await localPair(['--blockLocal']);
+    const u = await Socks5UdpClient.associate({ host: LOOPBACK, port: socks });
+    closers.push(() => u.close());
+    u.send({ host: LOOPBACK, port: echo.port }, Buffer.from('to the loopback'));
+    await waitFor(() => blockedLines(server).some((l) => l['network'] === 'udp'), 5000, 'the UDP blocked line');
+    expect(blockedLines(server)[0]).toMatchObject({ network: 'udp', rule: 'local:loopback' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(echo.received).toBe(0);
+  });
+
+  it('wsserver without it: 0.0.0.0 and the name 0 refused (local:unspecified), loopback reached as upstream', async () => {
+    const { server, socks } = await localPair([]);
+    expect(await reaches(socks, '0.0.0.0', 'ipv4')).toBe(false);
+    await waitFor(() => blockedLines(server).length >= 1, 5000, 'a blocked line');
+    expect(blockedLines(server)[0]).toMatchObject({ dst: `0.0.0.0:${dst.port}`, network: 'tcp', rule: 'local:unspecified' });
+    expect(await reaches(socks, '0')).toBe(false);
+    expect(await reaches(socks, LOOPBACK, 'ipv4')).toBe(true);
+    expect(server.lines.some((l) => l['msg'] === 'block lists loaded')).toBe(false);
+  });
+
+  it('is a server option: a client refuses it with one line', async () => {
+    const r = await runCli(['wsclient', '--blockLocal', '--wsserver', `ws://${LOOPBACK}:9`, '--password', 'x', '--socks5', `${LOOPBACK}:0`], { timeoutMs: 20_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/unknown option '--blockLocal'/);
+    const help = await runCli(['wssserver', '--help']);
+    expect(help.stdout).toMatch(/--blockLocal\s+refuse destinations on this host/);
   }, 30_000);
 });
 

@@ -6,15 +6,16 @@
  * (dynamic user, port-binding capability only, password through LoadCredential=
  * and --passwordFile, the ACME cache in the StateDirectory=, sandboxing,
  * Restart=on-failure, logs to the journal); their ExecStart= lines run with the
- * built CLI (systemd's %d and %S replaced by temporary directories); and a unit
- * without its state directory fails with one clear line.
+ * built CLI (systemd's %d and %S replaced by temporary directories), with
+ * --blockLocal in force; and a unit without its state directory fails with one
+ * clear line.
  */
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, assertBuilt, freePort, runCli, startCli, stopCli, tempDir } from './helpers/cli.js';
-import { LOOPBACK, exchangeThroughSocks, startExchangeServer } from './helpers/net.js';
+import { LOOPBACK, exchangeThroughSocks, startExchangeServer, waitFor } from './helpers/net.js';
 import { DEFAULT_SHUTDOWN_GRACE_SECONDS } from '../src/cli/main.js';
 import { ACCOUNT_KEY_FILE } from '../src/tls/acme.js';
 
@@ -162,16 +163,22 @@ describe.each(UNITS)('%s', (path) => {
     const state = join(tmp.dir, `state-${Math.random().toString(36).slice(2, 8)}`);
     const creds = credentials(u);
     const args = execStartArgs(u, { credentials: creds, state });
+    // both units refuse destinations on this host (README "Run as a service")
+    expect(args).toContain('--blockLocal');
     if (args[0] === 'wsserver') {
       // the unit's own arguments; only the address is moved to loopback (the last --listen wins)
       const p = await startCli([...args, '--listen', `${LOOPBACK}:0`]);
       expect(p.listening['command']).toBe('wsserver');
-      // the password is the credential file's line (its newline dropped): a tunnel goes through
+      // the password is the credential file's line (its newline dropped): the tunnel's header is accepted, and
+      // its destination on this host refused by the unit's --blockLocal (a block is logged only after a valid header)
       const dest = await startExchangeServer({ downBytes: 1024 });
       const c = await startCli(['wsclient', '--wsserver', `ws://${LOOPBACK}:${p.port('listen')}`, '--password', PASSWORD, '--socks5', `${LOOPBACK}:0`]);
       try {
-        const r = await exchangeThroughSocks(c.port('socks5'), { type: 'ipv4', host: LOOPBACK, port: dest.port }, 1024);
-        expect(r.received.bytes).toBe(1024);
+        const r = await exchangeThroughSocks(c.port('socks5'), { type: 'ipv4', host: LOOPBACK, port: dest.port }, 1024).catch(() => null);
+        expect(r?.received.bytes ?? 0).toBe(0);
+        await waitFor(() => p.lines.some((l) => l['code'] === 'BROOK_ERR_BLOCKED'), 5000, 'the blocked line');
+        expect(p.lines.find((l) => l['code'] === 'BROOK_ERR_BLOCKED')).toMatchObject({ rule: 'local:loopback', network: 'tcp' });
+        expect(dest.records.length).toBe(0);
       } finally {
         await Promise.all([stopCli(c), stopCli(p), dest.close()]);
       }

@@ -16,7 +16,7 @@ import { openLogDestination } from '../ops/logdest.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';
 import type { MetricsServer } from '../ops/prometheus.js';
 import { writePidFile } from '../ops/pidfile.js';
-import { DestinationPolicy } from '../policy/index.js';
+import { DestinationPolicy, type DestinationPolicyOptions } from '../policy/index.js';
 import { type GlobalFlags, type Globals, parseGlobals, refuseBlockOptions } from './globals.js';
 
 /** What a command runs with in its process. */
@@ -49,6 +49,8 @@ export interface CommandRun<F> {
   start(f: F, rt: Runtime): Promise<Running>;
   /** Services the --workers primary runs for its workers (src/cluster.ts). */
   services?(f: F): PrimaryService[];
+  /** Server commands: the command's own destination rules (--blockLocal), beside the global block lists. */
+  policy?(f: F): Pick<DestinationPolicyOptions, 'blockLocal'>;
 }
 
 /**
@@ -81,7 +83,7 @@ export function runCommand<F extends ProcessFlags>(run: CommandRun<F>): (opts: u
       const dialer = g.dialSet ? createDialer(g.dial) : defaultDialer();
       // a domain is checked at the address the process would dial it at (the same resolver)
       const policy = run.server
-        ? await DestinationPolicy.load({ ...g.block, log: dest.log, resolve: async (host) => [(await dialer.resolve(host)).address] })
+        ? await DestinationPolicy.load({ ...g.block, ...run.policy?.(f), log: dest.log, resolve: async (host) => [(await dialer.resolve(host)).address] })
         : null;
       selectBackend(f.crypto);
       const running = await run.start(f, { log: dest.log, metrics, dialer, policy, globals: g });

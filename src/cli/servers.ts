@@ -39,6 +39,9 @@ function maxPendingFlag(v: string): number | 'auto' {
   return v === 'auto' ? v : positiveInt(v);
 }
 
+const BLOCK_LOCAL_HELP =
+  "refuse destinations on this host: loopback, link-local (cloud metadata 169.254.169.254), multicast, this host's own addresses, in any form (127.1, ::ffff:127.0.0.1, localhost, a name that resolves there); a name is resolved first and dialled at the address checked (--dialWithSocks5: the proxy gets that address, not the name)";
+
 /** The flags wsserver and wssserver share, in --help's order (after each command's own). */
 const SERVER_FLAGS = {
   password: flag('-p, --password <password>', 'server password (visible to local users in ps: prefer --passwordFile)'),
@@ -71,6 +74,7 @@ const SERVER_FLAGS = {
     { parse: maxPendingFlag, default: 'auto' },
   ),
   maxTimeAhead: flag('--maxTimeAhead <seconds>', 'refuse a client header time further than this in the future (upstream: no bound)', { parse: seconds, default: DEFAULT_MAX_HEADER_AHEAD_SECONDS }),
+  blockLocal: toggle('--blockLocal', BLOCK_LOCAL_HELP, false),
   replayCacheSize: flag('--replayCacheSize <n>', 'client nonces remembered against replays; when full the oldest go and the window shrinks', { parse: positiveInt, default: DEFAULT_REPLAY_CACHE_SIZE }),
   ...processFlags(),
   // upstream's per-command name of --blockListUpdateInterval (deprecated there); read by parseGlobals
@@ -172,7 +176,7 @@ export function wssServerOptions(f: WssServerFlags, rt: Runtime): WssServerOptio
 
 function addServerCommand<F extends WsServerFlags | WssServerFlags>(program: Command, command: string, description: string, flags: FlagTable, start: CommandRun<F>['start']): void {
   const cmd = addFlags(program.command(command).description(description), flags);
-  withPasswordSources(cmd, 'server').action(runCommand<F>({ command, server: true, services: replayService, start }));
+  withPasswordSources(cmd, 'server').action(runCommand<F>({ command, server: true, services: replayService, policy: (f) => ({ blockLocal: f.blockLocal }), start }));
 }
 
 export function addServerCommands(program: Command): void {

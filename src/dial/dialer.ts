@@ -10,10 +10,22 @@
  *   --dialWithSocks5  TCP through CONNECT, UDP through UDP ASSOCIATE; the
  *                     destination goes to the proxy as given (domains unresolved);
  *                     the connection to the proxy itself follows the rules above
+ *
+ * A name that resolves to an unspecified address (0.0.0.0/8, ::,
+ * ::ffff:0.0.0.0: the kernel dials them as this host) is never connected to:
+ * a tunnel's destination (TCP and UDP) or a client's server, in every mode but
+ * through SOCKS5 (the proxy resolves), and not the SOCKS5 proxy's own address
+ * (the operator's). The answer the socket itself uses is checked, so no
+ * second lookup can differ. The refusal is a BLOCKED error in the policy's
+ * words (src/policy/local.ts). IP literals, and the names the policy resolves
+ * (it hands us the address it checked), are the policy's to refuse.
  */
+import { lookup as lookupCallback, type LookupAddress, type LookupAllOptions, type LookupOneOptions } from 'node:dns';
 import { lookup } from 'node:dns/promises';
-import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as netConnect, isIP, type LookupFunction, type Socket } from 'node:net';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
+import { ipKey } from '../policy/cidr.js';
+import { isUnspecified, UNSPECIFIED_RULE } from '../policy/local.js';
 import { connectIp, directTransport, fmt, openUdpIp, type SourceOptions, watchConnect } from './direct.js';
 import { Resolver } from './resolver.js';
 import { socks5Connect, socks5UdpAssociate, type Socks5Auth } from './socks5-client.js';
@@ -91,7 +103,7 @@ export class Dialer {
         const negotiate = s5.tcpTimeoutSeconds > 0 ? Math.min(left(), s5.tcpTimeoutSeconds * 1000) : left();
         return await socks5Connect(sock, dst, s5, negotiate);
       }
-      const sock = await this.connectHost(dst.host, dst.port, left);
+      const sock = await this.connectHost(dst.host, dst.port, left, true);
       sock.pause();
       return sock;
     } catch (e) {
@@ -116,6 +128,7 @@ export class Dialer {
         });
       }
       const ip = await withDeadline(this.resolve(dst.host), left(), `resolve ${dst.host}`);
+      refuseUnspecified(dst.host, ip.address);
       return await openUdpIp(this.o, ip.address, dst.port, dst);
     } catch (e) {
       throw named(e, `udp ${fmt(dst.host, dst.port)}`);
@@ -127,12 +140,15 @@ export class Dialer {
     this.o.resolver?.close();
   }
 
-  private async connectHost(host: string, port: number, left: () => number): Promise<Socket> {
+  /** `destination`: a tunnel's destination (not the SOCKS5 proxy): a name may not resolve to an unspecified address. */
+  private async connectHost(host: string, port: number, left: () => number, destination = false): Promise<Socket> {
     if (this.isDefaultDirect()) {
       // exactly what the code did before the dial options: Node resolves (and may try both families)
-      return watchConnect(netConnect({ host, port, allowHalfOpen: true, noDelay: true }), fmt(host, port), left(), 'connect');
+      const lookup = destination ? lookupSpecified : undefined;
+      return watchConnect(netConnect({ host, port, allowHalfOpen: true, noDelay: true, lookup }), fmt(host, port), left(), 'connect');
     }
     const ip = await withDeadline(this.resolve(host), left(), `resolve ${host}`);
+    if (destination) refuseUnspecified(host, ip.address);
     return connectIp(this.o, ip.address, port, left());
   }
 
@@ -157,6 +173,31 @@ export function createDialer(c: DialConfig, extra: { ca?: string | Buffer; now?:
     : null;
   return new Dialer({ ...source, resolver, socks5: c.socks5 });
 }
+
+function unspecifiedError(host: string, ip: string): BrookError | null {
+  const k = isIP(host) ? null : ipKey(ip);
+  return k && isUnspecified(k) ? new BrookError(ErrorCodes.BLOCKED, `destination blocked by ${UNSPECIFIED_RULE} (${ip})`) : null;
+}
+
+/** A name resolved to an unspecified address: refused (an IP literal is the policy's). */
+function refuseUnspecified(host: string, ip: string): void {
+  const err = unspecifiedError(host, ip);
+  if (err) throw err;
+}
+
+/**
+ * dns.lookup for net.connect that fails with BLOCKED when an answer is unspecified (any of them: a
+ * connect with autoSelectFamily asks for all and may try each).
+ */
+const lookupSpecified = ((host: string, options: LookupOneOptions | LookupAllOptions, cb: (err: Error | null, a: string | LookupAddress[], f?: number) => void) => {
+  lookupCallback(host, options as LookupAllOptions, (err, answer: string | LookupAddress[], family?: number) => {
+    if (err) return cb(err, answer, family);
+    const list = typeof answer === 'string' ? [answer] : answer.map((a) => a.address);
+    const refused = list.map((ip) => unspecifiedError(host, ip)).find((e) => e !== null);
+    if (refused) cb(refused, typeof answer === 'string' ? '' : [], family);
+    else cb(null, answer, family);
+  });
+}) as LookupFunction;
 
 function named(e: unknown, what: string): BrookError {
   const err = toBrookError(e);

@@ -20,6 +20,7 @@
  */
 import { parseIPv6, isIPv4, isIPv6, formatIPv6 } from '../protocol/address.js';
 import { IPV6_SIZE } from '../protocol/sizes.js';
+import { formatIPv4 } from './ipforms.js';
 import { invalidLine, type ListLine } from './lists.js';
 
 export type IpFamily = 4 | 6;
@@ -84,10 +85,7 @@ export function ipKey(text: string): IpKey | null {
 
 /** The text form of a key (IPv4 dotted, IPv6 RFC 5952). */
 export function formatIpKey(k: IpKey): string {
-  if (k.family === 4) {
-    const w = k.words[0]!;
-    return `${w >>> 24}.${(w >>> 16) & 0xff}.${(w >>> 8) & 0xff}.${w & 0xff}`;
-  }
+  if (k.family === 4) return formatIPv4(k.words[0]!);
   const b = new Uint8Array(IPV6_SIZE);
   for (let i = 0; i < 4; i++) {
     const w = k.words[i]!;

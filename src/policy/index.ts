@@ -1,4 +1,4 @@
-/** Destination policy: block lists and GeoIP, checked per new tunnel / flow (see policy.ts). */
+/** Destination policy: block lists, GeoIP and the local rules, checked per new tunnel / flow (see policy.ts). */
 export {
   ALLOWED,
   DestinationPolicy,
@@ -9,4 +9,6 @@ export {
   type ReloadOutcome,
   type Resolver,
 } from './policy.js';
+export { LOCAL_ADDRESS_REFRESH_MS } from './local.js';
+export { parseInetAton } from './ipforms.js';
 export { DEFAULT_LIST_FETCH_TIMEOUT_MS, DEFAULT_MAX_LIST_BYTES, describeSource } from './lists.js';

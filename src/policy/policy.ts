@@ -1,20 +1,28 @@
 /**
  * Destination policy (server side): upstream's global options
  * --blockDomainList, --blockCIDR4List, --blockCIDR6List, --blockGeoIP and
- * --blockListUpdateInterval, checked once per new TCP tunnel and per new UDP
+ * --blockListUpdateInterval, our --blockLocal, and the unspecified addresses
+ * refused always (local.ts); checked once per new TCP tunnel and per new UDP
  * flow, before the destination is dialled.
  *
- *   const policy = await DestinationPolicy.load(opts);   // null: nothing configured
- *   const v = policy ? await policy.evaluate(dst) : ALLOWED;
+ *   const policy = (await DestinationPolicy.load(opts)) ?? DestinationPolicy.baseline();
+ *   const v = await policy.evaluate(dst);
  *   if (v.blocked) -> close the tunnel, log dst + v.rule, count it
  *   else dial v.ips ?? dst   (v.ips: the addresses that were checked)
  *
- * Order (as upstream): a domain destination is matched against the domain
- * list; then, if any IP rule is configured, it is resolved and every address
- * it resolved to is checked against the CIDR list of its family and GeoIP.
- * A domain that is an IP literal is checked as that IP. Dial the returned
- * `ips` rather than resolving again: a second lookup could answer another
- * address (DNS rebinding, or a resolver that rotates) and escape the check.
+ * Order: an IP destination (or a domain that is an IP literal) is checked
+ * against the local rules, then the CIDR list of its family and GeoIP. A
+ * domain: the localhost names (--blockLocal), the domain list; a domain the
+ * system resolver reads as an IPv4 (`127.1`, `2130706433`: ipforms.ts) is then
+ * checked as that IPv4; else, if any IP rule is configured (a CIDR list,
+ * GeoIP, --blockLocal), it is resolved and every address it resolved to is
+ * checked as an IP (as upstream for the lists). Dial the returned `ips` rather
+ * than resolving again: a second lookup could answer another address (DNS
+ * rebinding, or a resolver that rotates) and escape the check.
+ *
+ * baseline() is the policy of a server with no block option: only the
+ * unspecified rule, nothing resolved, nothing to close. A name that resolves
+ * to an unspecified address is then refused by the dialer (src/dial/dialer.ts).
  *
  * Reloads (blockListUpdateInterval > 0) re-read each list on its own; a list
  * whose reload fails keeps its last good version and one line says why. The
@@ -26,9 +34,12 @@ import { lookup } from 'node:dns/promises';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Address } from '../protocol/address.js';
+import type { InterfaceLister } from '../dial/nic.js';
 import { CidrSet, formatIpKey, ipKey, type IpFamily, type IpKey } from './cidr.js';
 import { DomainSet } from './domains.js';
 import { loadCountryLookup, normalizeCountryCodes, type CountryLookup } from './geoip.js';
+import { formatIPv4, parseInetAton } from './ipforms.js';
+import { LocalRules } from './local.js';
 import { describeSource, listLines, normalizeSource, readListSource, type ListReadOptions } from './lists.js';
 
 /** Largest --blockListUpdateInterval (a Node timer holds at most 2^31-1 ms). */
@@ -45,6 +56,12 @@ export interface DestinationPolicyOptions {
   blockGeoIP?: readonly string[];
   /** Seconds between list reloads; 0 or absent: read once at start (upstream's default). */
   blockListUpdateInterval?: number;
+  /** --blockLocal: destinations on this host (loopback, link-local, metadata, its own addresses; local.ts). */
+  blockLocal?: boolean;
+  /** The host's interfaces for --blockLocal (default os.networkInterfaces). */
+  interfaces?: InterfaceLister;
+  /** How often --blockLocal re-reads them (ms; default LOCAL_ADDRESS_REFRESH_MS). */
+  localRefreshMs?: number;
   /** Resolves a domain for the CIDR / GeoIP check; default node:dns lookup({ all: true }). */
   resolve?: Resolver;
   /** Reload outcomes and the load summary (operator-facing, not outsider-triggered). */
@@ -95,6 +112,7 @@ export class DestinationPolicy {
   private readonly countries: ReadonlySet<string>;
   private readonly country: CountryLookup | null;
   private readonly resolve: Resolver;
+  private readonly local: LocalRules;
   private readonly log: Logger;
   private readonly readOpts: ListReadOptions;
   private readonly abort = new AbortController();
@@ -104,14 +122,20 @@ export class DestinationPolicy {
 
   /** True when any block option is given (otherwise load() returns null and nothing is checked). */
   static isConfigured(o: DestinationPolicyOptions): boolean {
-    return !!(o.blockDomainList || o.blockCIDR4List || o.blockCIDR6List || (o.blockGeoIP && o.blockGeoIP.length > 0));
+    return !!(o.blockDomainList || o.blockCIDR4List || o.blockCIDR6List || (o.blockGeoIP && o.blockGeoIP.length > 0) || o.blockLocal);
+  }
+
+  /** The policy of a server without block options: the unspecified addresses refused, nothing else (no I/O, no timer). */
+  static baseline(): DestinationPolicy {
+    return new DestinationPolicy([], [], null, {}, {});
   }
 
   /**
    * Read every list (and the GeoIP database if --blockGeoIP is given); null
    * when no block option is set. Throws a BrookError with a one-line message:
    * CONFIG (bad option value), LIST_INVALID (bad line, too large),
-   * LIST_UNREACHABLE (unreadable file, unreachable URL), GEOIP_UNAVAILABLE.
+   * LIST_UNREACHABLE (unreadable file, unreachable URL), GEOIP_UNAVAILABLE,
+   * INTERNAL (--blockLocal could not read the interface addresses).
    */
   static async load(o: DestinationPolicyOptions): Promise<DestinationPolicy | null> {
     if (!DestinationPolicy.isConfigured(o)) return null;
@@ -165,14 +189,16 @@ export class DestinationPolicy {
     this.country = country;
     this.resolve = o.resolve ?? defaultResolver;
     this.log = o.log ?? silentLogger;
+    this.local = new LocalRules({ blockLocal: o.blockLocal === true, interfaces: o.interfaces, refreshMs: o.localRefreshMs, log: this.log });
     this.readOpts = { ...readOpts, signal: this.abort.signal };
     this.lists = this.assemble();
   }
 
-  /** Entries in force: list sizes and the blocked countries. */
-  sizes(): { domains: number; cidr4: number; cidr6: number; geoip: string[] } {
+  /** Entries in force: list sizes, the blocked countries, and with --blockLocal the host's own addresses. */
+  sizes(): { domains: number; cidr4: number; cidr6: number; geoip: string[]; local?: number } {
     const l = this.lists;
-    return { domains: l.domains?.size ?? 0, cidr4: l.cidr4?.size ?? 0, cidr6: l.cidr6?.size ?? 0, geoip: [...this.countries] };
+    const local = this.local.blockLocal ? { local: this.local.interfaceAddresses } : {};
+    return { domains: l.domains?.size ?? 0, cidr4: l.cidr4?.size ?? 0, cidr6: l.cidr6?.size ?? 0, geoip: [...this.countries], ...local };
   }
 
   /** The rule that blocks `dst`, or null. See evaluate() for the addresses to dial. */
@@ -189,12 +215,17 @@ export class DestinationPolicy {
    */
   async evaluate(dst: Address): Promise<PolicyVerdict> {
     const lists = this.lists;
-    const literal = ipKey(dst.type === 'domain' ? unbracket(dst.host) : dst.host);
+    const host = dst.type === 'domain' ? unbracket(dst.host) : dst.host;
+    const literal = ipKey(host);
     if (literal) return this.matchIp(lists, literal);
     if (dst.type !== 'domain') throw new BrookError(ErrorCodes.ADDRESS_INVALID, `bad IP address ${dst.host}`);
-    const entry = lists.domains?.match(dst.host);
+    const name = this.local.matchName(host);
+    if (name) return { blocked: true, rule: name.rule };
+    const entry = lists.domains?.match(host);
     if (entry) return { blocked: true, rule: `domain:${entry}` };
-    if (!lists.cidr4 && !lists.cidr6 && !this.country) return ALLOWED;
+    const numeric = parseInetAton(host);
+    if (numeric !== null) return this.matchNumeric(lists, numeric);
+    if (!this.resolves(lists)) return ALLOWED;
     let answers: string[];
     try {
       answers = await this.resolve(dst.host);
@@ -214,7 +245,25 @@ export class DestinationPolicy {
     return { blocked: false, ips };
   }
 
+  /** Whether a domain is resolved for the check: some rule is about its addresses. */
+  private resolves(lists: Lists): boolean {
+    return !!(lists.cidr4 || lists.cidr6 || this.country || this.local.blockLocal);
+  }
+
+  /**
+   * A domain the system resolver reads as this IPv4 (`127.1`): checked as it; dialled at it when the
+   * domain would have been resolved for the check (without IP rules it is dialled as given, as upstream).
+   */
+  private matchNumeric(lists: Lists, v4: number): PolicyVerdict {
+    const ip = formatIPv4(v4);
+    const v = this.matchIp(lists, { family: 4, words: Uint32Array.of(v4) });
+    if (v.blocked) return { blocked: true, rule: v.rule, ip };
+    return this.resolves(lists) ? { blocked: false, ips: [ip] } : ALLOWED;
+  }
+
   private matchIp(lists: Lists, k: IpKey): PolicyVerdict {
+    const local = this.local.match(k);
+    if (local) return { blocked: true, ...local };
     const set = k.family === 4 ? lists.cidr4 : lists.cidr6;
     const net = set?.match(k);
     if (net) return { blocked: true, rule: `cidr${k.family}:${net}` };
@@ -277,9 +326,10 @@ export class DestinationPolicy {
     this.timer.unref();
   }
 
-  /** Stop the reload timer and abort a download in flight. The lists stay usable. */
+  /** Stop the reload timer (and --blockLocal's re-read) and abort a download in flight. The lists stay usable. */
   close(): void {
     this.closed = true;
+    this.local.close();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.abort.abort();

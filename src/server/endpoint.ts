@@ -28,7 +28,7 @@ import {
 } from './tunnel.js';
 import { checkKeepalive } from '../net/tunnel-transform.js';
 import type { Dialer } from '../dial/index.js';
-import type { DestinationPolicy } from '../policy/index.js';
+import { DestinationPolicy } from '../policy/index.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { createReplayCache, DEFAULT_MAX_HEADER_AHEAD_SECONDS, type ReplayGuard } from './replay.js';
 import { clientAddress, TrustedProxies } from './clientaddr.js';
@@ -65,7 +65,7 @@ export interface TunnelEndpointOptions {
   replay?: ReplayGuard;
   /** How destinations are dialled (--dialWith*); default: directly, with the system resolver. */
   dialer?: Dialer;
-  /** Block lists checked for every new tunnel (the owner closes it). */
+  /** Block lists checked for every new tunnel (the owner closes it); none: DestinationPolicy.baseline(), the unspecified addresses refused. */
   policy?: DestinationPolicy | null;
   metrics?: Metrics;
   /** Log lines (JSON objects); default: one JSON line each on stdout. */
@@ -146,7 +146,7 @@ export class TunnelEndpoint {
       log: this.log,
       handshakeLog: this.handshakeLog,
       dialer: opts.dialer,
-      policy: opts.policy,
+      policy: opts.policy ?? DestinationPolicy.baseline(),
       metrics: this.metrics,
     };
     // bytes of open tunnels, read at scrape time
