@@ -10,12 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeQR } from 'qr/decode.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BrookError, ErrorCodes, type ErrorCode } from '../src/errors.js';
+import { ErrorCodes, type ErrorCode } from '../src/errors.js';
 import { buildLink } from '../src/link.js';
 import { addUser, formatUserList, linkQr, listUsers, NEW_FILE_HEADER, removeUser, userLink, userState } from '../src/users/command.js';
 import { loadUsersFile } from '../src/users/load.js';
 import { encodeState } from '../src/users/state.js';
 import { runCli } from './helpers/cli.js';
+import { brookCode } from './helpers/errors.js';
 
 let dir: string;
 let file: string;
@@ -27,16 +28,6 @@ beforeEach(() => {
 afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
-
-function code(f: () => unknown): ErrorCode {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(BrookError);
-    return (e as BrookError).code;
-  }
-  throw new Error('no error');
-}
 
 const OPERATOR_FILE = '# our customers\r\n\r\nalice password=a-pw quota=10GiB   # paid till January\r\n# bob is a friend\r\nbob password=b-pw\r\n';
 
@@ -68,7 +59,7 @@ describe('users add', () => {
     addUser({ file, name: 'dave', passwordFile: 'd.pass', cwd: dir });
     expect(readFileSync(file, 'utf8')).toContain(`dave passwordFile=${join(dir, 'd.pass')}\n`);
     expect(loadUsersFile(file)[0]!.password).toBe('d-pw');
-    expect(code(() => addUser({ file, name: 'eve', passwordFile: 'missing.pass', cwd: dir }))).toBe(ErrorCodes.CONFIG);
+    expect(brookCode(() => addUser({ file, name: 'eve', passwordFile: 'missing.pass', cwd: dir }))).toBe(ErrorCodes.CONFIG);
   });
 
   it.each<[string, Parameters<typeof addUser>[0] extends infer O ? Partial<O> : never, ErrorCode, RegExp]>([
@@ -83,7 +74,7 @@ describe('users add', () => {
     ['a bad name', { name: 'car ol', password: 'c' }, ErrorCodes.CONFIG, /bad user name/],
   ])('refuses %s, leaving the file as it was', (_what, o, want, why) => {
     writeFileSync(file, OPERATOR_FILE);
-    expect(code(() => addUser({ file, name: 'x', ...o }))).toBe(want);
+    expect(brookCode(() => addUser({ file, name: 'x', ...o }))).toBe(want);
     expect(() => addUser({ file, name: 'x', ...o })).toThrow(why);
     expect(readFileSync(file, 'utf8')).toBe(OPERATOR_FILE);
   });
@@ -121,7 +112,7 @@ describe('users remove', () => {
 
   it('an unknown name, a missing file', () => {
     writeFileSync(file, OPERATOR_FILE);
-    expect(code(() => removeUser({ file, name: 'zed' }))).toBe(ErrorCodes.USER_UNKNOWN);
+    expect(brookCode(() => removeUser({ file, name: 'zed' }))).toBe(ErrorCodes.USER_UNKNOWN);
     expect(readFileSync(file, 'utf8')).toBe(OPERATOR_FILE);
     expect(() => removeUser({ file: join(dir, 'none.txt'), name: 'a' })).toThrow(/none\.txt: cannot read: no such file/);
   });
@@ -181,7 +172,7 @@ describe('users list', () => {
     // no state file yet: zero used; a corrupt one: an error
     expect(listUsers({ file, stateFile: join(dir, 'none.json'), now: NOW }).map((r) => r.used)).toEqual([0, 0, 0, 0, 0]);
     writeFileSync(state, '{"version":1,');
-    expect(code(() => listUsers({ file, stateFile: state }))).toBe(ErrorCodes.USERS_STATE);
+    expect(brookCode(() => listUsers({ file, stateFile: state }))).toBe(ErrorCodes.USERS_STATE);
   });
 
   it('userState: disabled before expired before over quota; expiry at its instant', () => {
@@ -200,9 +191,9 @@ describe('users link', () => {
     expect(userLink({ file, name: 'bob', server: 'wss://d.example:443/p', options: { name: 'bob' } })).toBe(
       buildLink('wssserver', 'wss://d.example:443/p', 'bob pw/+&=', { name: 'bob' }),
     );
-    expect(code(() => userLink({ file, name: 'zed', server: 'ws://1.2.3.4:9999' }))).toBe(ErrorCodes.USER_UNKNOWN);
-    expect(code(() => userLink({ file, name: 'alice', server: 'socks5://1.2.3.4:1080' }))).toBe(ErrorCodes.LINK_KIND);
-    expect(code(() => userLink({ file, name: 'alice', server: 'ws://nohost' }))).toBe(ErrorCodes.LINK_INVALID);
+    expect(brookCode(() => userLink({ file, name: 'zed', server: 'ws://1.2.3.4:9999' }))).toBe(ErrorCodes.USER_UNKNOWN);
+    expect(brookCode(() => userLink({ file, name: 'alice', server: 'socks5://1.2.3.4:1080' }))).toBe(ErrorCodes.LINK_KIND);
+    expect(brookCode(() => userLink({ file, name: 'alice', server: 'ws://nohost' }))).toBe(ErrorCodes.LINK_INVALID);
   });
 
   it('is the string `brook-ts link` prints for that password', async () => {

@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BrookError, ErrorCodes } from '../src/errors.js';
 import { type AtomicFs, writeFileAtomic } from '../src/users/atomic.js';
 import { emptyUsage, encodeState, parseState, readStateFile, totalBytes, type Usage, UsageStore } from '../src/users/state.js';
+import { brookCode } from './helpers/errors.js';
 
 const T0 = Date.UTC(2026, 11, 1, 10, 0, 0);
 let dir: string;
@@ -25,16 +26,6 @@ afterEach(() => {
 
 function usage(tcpUp: number, tcpDown: number, udpUp = 0, udpDown = 0): Usage {
   return { tcpUp, tcpDown, udpUp, udpDown };
-}
-
-function stateCode(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(BrookError);
-    return (e as BrookError).code;
-  }
-  throw new Error('no error');
 }
 
 describe('state format', () => {
@@ -69,7 +60,7 @@ describe('state format', () => {
       T0,
     );
     const end = text.lastIndexOf('}') + 1; // the trailing line end may go
-    for (let n = 0; n < end; n++) expect(stateCode(() => parseState(text.slice(0, n)))).toBe(ErrorCodes.USERS_STATE);
+    for (let n = 0; n < end; n++) expect(brookCode(() => parseState(text.slice(0, n)))).toBe(ErrorCodes.USERS_STATE);
   });
 
   it.each<[string, string, RegExp]>([
@@ -88,14 +79,14 @@ describe('state format', () => {
     ['a user that is not an object', '{"version":1,"users":{"a":5}}', /expected an object/],
   ])('refuses %s', (_what, text, why) => {
     expect(() => parseState(text, 'state.json')).toThrow(why);
-    expect(stateCode(() => parseState(text))).toBe(ErrorCodes.USERS_STATE);
+    expect(brookCode(() => parseState(text))).toBe(ErrorCodes.USERS_STATE);
   });
 });
 
 describe('readStateFile', () => {
   it('missing: null (a first start); a folder or an unreadable file: USERS_STATE', () => {
     expect(readStateFile(join(dir, 'none.json'))).toBeNull();
-    expect(stateCode(() => readStateFile(dir))).toBe(ErrorCodes.USERS_STATE);
+    expect(brookCode(() => readStateFile(dir))).toBe(ErrorCodes.USERS_STATE);
     const p = join(dir, 'bad.json');
     writeFileSync(p, '{"version":1,"users":{');
     expect(() => readStateFile(p)).toThrow(new RegExp(`^${p}: not valid JSON`));
@@ -143,7 +134,7 @@ describe('UsageStore', () => {
     const path = join(dir, 'state.json');
     writeFileSync(path, '{"version":1,"users":{"a":{"tcpUp":1,"tcpDown":0,"udpUp":0,"udpDown":0},');
     const s = new UsageStore({ path });
-    expect(stateCode(() => s.load())).toBe(ErrorCodes.USERS_STATE);
+    expect(brookCode(() => s.load())).toBe(ErrorCodes.USERS_STATE);
     expect(s.peek('a')).toBeUndefined();
   });
 
@@ -159,7 +150,7 @@ describe('UsageStore', () => {
     s.load();
     s.usage('alice').tcpUp = 999;
     expect(() => s.save()).toThrow(new RegExp(`^${path}: cannot write: ENOSPC`));
-    expect(stateCode(() => s.save())).toBe(ErrorCodes.USERS_STATE);
+    expect(brookCode(() => s.save())).toBe(ErrorCodes.USERS_STATE);
     expect(readFileSync(path, 'utf8')).toBe(before);
     expect(readdirSync(dir)).toEqual(['state.json']);
   });
