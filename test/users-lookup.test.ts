@@ -143,8 +143,11 @@ describe.each(impls)('findKey: %s', (name, get) => {
     const info = DEFAULT_HKDF_INFO;
     expect(() => find(h.nonce.subarray(1), h.sealed, buf, offsets, info, iota(2))).toThrow(TypeError);
     expect(() => find(h.nonce, h.sealed.subarray(1), buf, offsets, info, iota(2))).toThrow(TypeError);
-    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 3, 2]), info, iota(2))).toThrow(TypeError);
-    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 1, 9]), info, iota(2))).toThrow(TypeError);
+    // offsets are checked for the users tried: running backwards, or past the passwords
+    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 2, 1]), info, Uint32Array.from([1]))).toThrow(TypeError);
+    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 1, 9]), info, Uint32Array.from([1]))).toThrow(TypeError);
+    expect(find(h.nonce, h.sealed, buf, Uint32Array.from([0, 1, 9]), info, Uint32Array.from([0]))).toBe(0);
+    expect(() => find(h.nonce, h.sealed, buf, new Uint32Array(0), info, new Uint32Array(0))).toThrow(TypeError);
     expect(() => find(h.nonce, h.sealed, buf, offsets, info, Uint32Array.from([2]))).toThrow(TypeError);
     expect(() => find(h.nonce, h.sealed, buf, offsets, info, iota(2), new Uint8Array(16))).toThrow(TypeError);
   });
