@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "brook_aead",
-      "sources": ["src/brook_aead.c", "src/splice_relay.c", "src/splice_worker.c"],
+      "sources": ["src/brook_aead.c", "src/splice_relay.c", "src/splice_worker.c", "src/users_lookup.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"],
       "defines": ["NAPI_VERSION=8"],
       "conditions": [

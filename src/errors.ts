@@ -84,6 +84,15 @@ export const ErrorCodes = {
   PROXY_UNTRUSTED: 'BROOK_ERR_PROXY_UNTRUSTED',
   /** --fallback URL: the site did not answer (refused, timed out, reset). */
   FALLBACK_UNREACHABLE: 'BROOK_ERR_FALLBACK_UNREACHABLE',
+  // many users (src/users, protocol/users.md)
+  /** The users file does not parse or check out (bad line, unknown key, duplicate name or password, ...): the message names the line. */
+  USERS_FILE: 'BROOK_ERR_USERS_FILE',
+  /** The accounting state file (bytes per user) cannot be read, is corrupt, or cannot be written. */
+  USERS_STATE: 'BROOK_ERR_USERS_STATE',
+  /** A users command named a user the users file does not have. */
+  USER_UNKNOWN: 'BROOK_ERR_USER_UNKNOWN',
+  /** users add: the users file already has a user of that name. */
+  USER_EXISTS: 'BROOK_ERR_USER_EXISTS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

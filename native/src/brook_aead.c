@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "splice_relay.h"
+#include "users_lookup.h"
 
 #define KEY_SIZE 32
 #define NONCE_SIZE 12
@@ -304,6 +305,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "opensslHeaders", v);
   /* the zero-copy TCP relay (splice_relay.c) shares this addon */
   brook_splice_register(env, exports);
+  /* the users file's key lookup (users_lookup.c) too */
+  brook_users_register(env, exports);
   return exports;
 }
 
