@@ -46,6 +46,7 @@ export const Ext = {
   ALPN: 0x0010,
   PADDING: 0x0015,
   SUPPORTED_VERSIONS: 0x002b,
+  PRE_SHARED_KEY: 0x0029,
   KEY_SHARE: 0x0033,
 } as const;
 
