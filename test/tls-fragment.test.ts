@@ -16,6 +16,7 @@ import { resolveServer } from '../src/client/connect.js';
 import { connectUpgraded, dialTunnel, type ServerEndpoint } from '../src/client/dial.js';
 import { TlsSessionCache } from '../src/client/tls-session.js';
 import { WsClient } from '../src/client/wsclient.js';
+import { Dialer } from '../src/dial/dialer.js';
 import { ErrorCodes } from '../src/errors.js';
 import { buildLink, parseLink } from '../src/link.js';
 import { FirstRecordSplitter, pauseMicros, type PauseFn } from '../src/net/tls-fragment.js';
@@ -200,6 +201,18 @@ describe('fragment: with sessions, the pool and tunnels', () => {
     const records = await dst.waitRecords(3, 10_000);
     expect(records.every((r) => r.gotEnd)).toBe(true);
     expect(client.stats.tunnelFailures).toBe(0);
+  });
+});
+
+describe('fragment: through a --dialWith* dialer', () => {
+  it('a connection the dialer made (--dialWithIP4) is split the same way', async () => {
+    const dialer = new Dialer({ ip4: LOOPBACK });
+    expect(dialer.isDefault).toBe(false);
+    const next = cap.next();
+    const u = await connectUpgraded({ endpoint: endpoint(), timeoutMs: 10_000, dialer });
+    const c = await next;
+    u.socket.destroy();
+    expect(expectSplit(c, WIRE).length).toBeGreaterThan(1);
   });
 });
 

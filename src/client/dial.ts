@@ -13,6 +13,8 @@
  * wss: with a TlsSessionCache (src/client/tls-session.ts) a new connection
  * offers the last session ticket the same server gave us (TLS resumption). The
  * TLS context (trusted CAs) is made once per endpoint, not per connection.
+ * The endpoint's tlsFingerprint and fragment shape the ClientHello
+ * (protocol/tls-client.md); without them it is Node's own, in one write.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
