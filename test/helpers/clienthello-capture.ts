@@ -8,8 +8,9 @@
  * bench/clienthello.ts.
  *
  * A read can hold more than one of the client's segments when this process
- * was slow to read (the kernel queues them): a test that counts writes leaves
- * room between them (pauses of milliseconds) so that each arrives alone.
+ * was slow to read (the kernel queues them; measured under load: two 80-byte
+ * pieces sent 4 ms apart read as one): the reads show where the bytes may be
+ * cut, not how many writes they came in.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -28,6 +29,8 @@ export interface CapturedRead {
 }
 
 export interface CapturedHello {
+  /** The client's port (its socket's localPort). */
+  peerPort: number;
   /** The reads up to and including the one that completed the ClientHello. */
   reads: CapturedRead[];
   /** The bytes of those reads. */
@@ -75,7 +78,7 @@ export async function startHelloCapture(o: { forwardTo?: { host: string; port: n
       }
       if (!found) return;
       s.removeListener('data', onData);
-      deliver({ reads, bytes, hello: parseClientHello(bytes) });
+      deliver({ peerPort: s.remotePort ?? 0, reads, bytes, hello: parseClientHello(bytes) });
       if (!o.forwardTo) {
         s.destroy();
         return;
