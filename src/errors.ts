@@ -61,6 +61,8 @@ export const ErrorCodes = {
   CERT_MISMATCH: 'BROOK_ERR_CERT_MISMATCH',
   CERT_EXPIRED: 'BROOK_ERR_CERT_EXPIRED',
   ACME_FAILED: 'BROOK_ERR_ACME_FAILED',
+  /** Bytes read as a TLS ClientHello are not one (src/tls/clienthello.ts: the fingerprint tools). */
+  CLIENT_HELLO_INVALID: 'BROOK_ERR_CLIENT_HELLO_INVALID',
   // configuration / CLI
   CONFIG: 'BROOK_ERR_CONFIG',
   // anything that escaped classification (always wraps a cause)

@@ -10,6 +10,7 @@
  *   dial({ server, password, destination })  one tunnel as a Duplex, no local port
  *   WsClient                                 the wsclient of the CLI: a local SOCKS5 (and HTTP) proxy
  *   resolveServer(urlOrLink, options)        a ws:// / wss:// URL or brook:// link -> WsClient settings
+ * TLS ClientHello of a wss client: tlsFingerprint 'chrome', fragment (parseFragmentSpec).
  * Links: parseLink, buildLink. Errors: BrookError with a stable `code` (ErrorCodes).
  * Crypto: node:crypto unless selectBackend('auto') installs the native AES-GCM addon.
  */
@@ -20,6 +21,8 @@ export { dial, resolveServer, type BrookDialOptions, type BrookSocket, type Clie
 export { TunnelDuplex } from './client/duplex.js';
 export { WsClient, type WsClientOptions, DEFAULT_SOCKS5_LISTEN } from './client/wsclient.js';
 export type { ServerEndpoint } from './client/dial.js';
+export type { TlsFingerprint } from './tls/fingerprint.js';
+export { parseFragmentSpec, type TlsFragmentSpec } from './tls/fragment-spec.js';
 export { buildLink, parseLink, type LinkKind, type LinkOptions, type ParsedLink } from './link.js';
 export { BrookError, ErrorCodes, isBrookError, type ErrorCode } from './errors.js';
 export { createLogger, silentLogger, type LogEntry, type Logger } from './log.js';

@@ -12,6 +12,8 @@
  * HKDF info options are plain text (their bytes, query-escaped), not base64.
  */
 import { BrookError, ErrorCodes } from './errors.js';
+import { parseTlsFingerprint, type TlsFingerprint } from './tls/fingerprint.js';
+import { parseFragmentSpec, type TlsFragmentSpec } from './tls/fragment-spec.js';
 
 export const LINK_SCHEME = 'brook://';
 /** Kinds brook-ts speaks. */
@@ -36,9 +38,13 @@ export interface LinkOptions {
   withoutBrookProtocol?: boolean | string;
   clientHKDFInfo?: string | Uint8Array;
   serverHKDFInfo?: string | Uint8Array;
+  /** wssserver: `chrome` (checked when the link is built). */
+  tlsfingerprint?: string;
+  /** wssserver: `min_len:max_len:min_delay:max_delay` (checked when the link is built). */
+  fragment?: string;
   name?: string;
   username?: string;
-  /** Any other key (fragment, tlsfingerprint, udpovertcp, token, ...) is kept. */
+  /** Any other key (udpovertcp, token, ...) is kept. */
   [key: string]: LinkOptionValue;
 }
 
@@ -65,6 +71,25 @@ export interface ParsedLink {
   clientHKDFInfo?: Buffer;
   serverHKDFInfo?: Buffer;
   name?: string;
+  /** wssserver: option `tlsfingerprint` (only `chrome`). */
+  tlsFingerprint?: TlsFingerprint;
+  /** wssserver: option `fragment`, delays in microseconds. */
+  fragment?: TlsFragmentSpec;
+}
+
+/**
+ * The wssserver options read with meaning (upstream reads them for that kind
+ * only; for wsserver they are kept, unread). An empty value is absent, as in
+ * upstream; any other bad value is LINK_INVALID (upstream ignores it silently).
+ */
+function tlsClientOptions(kind: string, get: (k: string) => string | undefined): { tlsFingerprint?: TlsFingerprint; fragment?: TlsFragmentSpec } {
+  if (kind !== 'wssserver') return {};
+  const f = get('tlsfingerprint');
+  const s = get('fragment');
+  return {
+    ...(f ? { tlsFingerprint: parseTlsFingerprint(f, ErrorCodes.LINK_INVALID) } : {}),
+    ...(s ? { fragment: parseFragmentSpec(s, ErrorCodes.LINK_INVALID) } : {}),
+  };
 }
 
 function isUnreserved(c: number): boolean {
@@ -205,6 +230,10 @@ function byteCompare(a: string, b: string): number {
 export function buildLink(kind: string, server: string, password: string, options: LinkOptions = {}): string {
   if (!isSupportedKind(kind)) throw kindError(kind);
   parseServerUrl(kind, server); // never write a link we could not read back
+  tlsClientOptions(kind, (k) => {
+    const v = options[k];
+    return typeof v === 'string' ? v : v === undefined || v === false ? undefined : Buffer.from(optionToBytes(v)!).toString('utf8');
+  });
   const values = new Map<string, Uint8Array>();
   for (const [k, v] of Object.entries(options)) {
     const b = optionToBytes(v);
@@ -219,7 +248,8 @@ export function buildLink(kind: string, server: string, password: string, option
 
 /**
  * Parse a brook:// link. LINK_INVALID for anything malformed (no brook://,
- * no kind, bad escape, missing or malformed server), LINK_KIND for a kind
+ * no kind, bad escape, missing or malformed server; for wssserver a
+ * tlsfingerprint other than chrome or a malformed fragment), LINK_KIND for a kind
  * brook-ts does not speak. Stricter than upstream, which silently drops
  * query pairs with a bad escape.
  */
@@ -279,6 +309,7 @@ export function parseLink(text: string): ParsedLink {
     name: nonEmpty('name'),
     clientHKDFInfo: bytes('clientHKDFInfo'),
     serverHKDFInfo: bytes('serverHKDFInfo'),
+    ...tlsClientOptions(kind, nonEmpty),
   };
   for (const [k, v] of Object.entries(optional)) if (v !== undefined) (parsed as unknown as Record<string, unknown>)[k] = v;
   return parsed;

@@ -90,7 +90,7 @@ describe('buildLink', () => {
       serverHKDFInfo: 's',
       name: 'my server',
       insecure: true,
-      fragment: '50:100',
+      fragment: '50:100:10:50',
       clientHKDFInfo: 'c',
       address: '1.2.3.4:443',
       udpovertcp: false, // false and undefined are left out, like an unset flag upstream
@@ -98,7 +98,7 @@ describe('buildLink', () => {
       Zeta: 'upper case sorts first',
     });
     expect(link).toBe(
-      'brook://wssserver?Zeta=upper+case+sorts+first&address=1.2.3.4%3A443&clientHKDFInfo=c&fragment=50%3A100' +
+      'brook://wssserver?Zeta=upper+case+sorts+first&address=1.2.3.4%3A443&clientHKDFInfo=c&fragment=50%3A100%3A10%3A50' +
         '&insecure=true&name=my+server&password=pw&serverHKDFInfo=s&tlsfingerprint=chrome&username=u' +
         '&withoutBrookProtocol=true&wssserver=wss%3A%2F%2Fexample.com%3A443%2Fws',
     );
@@ -175,7 +175,7 @@ describe('parseLink', () => {
     const link =
       'brook://wssserver?Zeta=z&address=1.2.3.4%3A443&ca=' +
       PEM_ESCAPED +
-      '&clientHKDFInfo=c+i&fragment=50%3A100&insecure=true&name=my+server&password=pw%2B' +
+      '&clientHKDFInfo=c+i&fragment=50%3A100%3A10%3A50&insecure=true&name=my+server&password=pw%2B' +
       '&serverHKDFInfo=%00%FF&tlsfingerprint=chrome&username=u&withoutBrookProtocol=true' +
       '&wssserver=wss%3A%2F%2F%5B2001%3Adb8%3A%3A1%5D%3A443';
     const p = parseLink(link);
@@ -192,7 +192,9 @@ describe('parseLink', () => {
     expect(p.name).toBe('my server');
     expect(p.clientHKDFInfo).toEqual(Buffer.from('c i'));
     expect(p.serverHKDFInfo).toEqual(Buffer.from([0x00, 0xff]));
-    expect(p.options).toMatchObject({ Zeta: 'z', fragment: '50:100', tlsfingerprint: 'chrome', username: 'u' });
+    expect(p.options).toMatchObject({ Zeta: 'z', fragment: '50:100:10:50', tlsfingerprint: 'chrome', username: 'u' });
+    expect(p.tlsFingerprint).toBe('chrome');
+    expect(p.fragment).toEqual({ minLength: 50, maxLength: 100, minDelay: 10, maxDelay: 50 });
     expect(p.options).not.toHaveProperty('password');
     expect(p.options).not.toHaveProperty('wssserver');
   });
@@ -208,7 +210,7 @@ describe('parseLink', () => {
       ['wsserver', 'ws://1.2.3.4:9999', 'hello', {}],
       ['wsserver', 'ws://[::1]:80/x y', ' sp ace+&=%', { withoutBrookProtocol: true, name: 'ñ é' }],
       ['wssserver', 'wss://example.com:443/ws', 'pw', { ca: PEM, insecure: true, address: '10.0.0.1:8443', tlsfingerprint: 'chrome' }],
-      ['wssserver', 'wss://example.com:8443', '', { clientHKDFInfo: 'client', serverHKDFInfo: 'server', username: 'me', fragment: '1:2' }],
+      ['wssserver', 'wss://example.com:8443', '', { clientHKDFInfo: 'client', serverHKDFInfo: 'server', username: 'me', fragment: '1:2:3:4' }],
     ];
     for (const [kind, server, password, options] of cases) {
       const link = buildLink(kind, server, password, options);

@@ -14,6 +14,8 @@ import { BrookError, ErrorCodes } from '../errors.js';
 import { type LinkKind, linkKindForServer, LINK_SCHEME, type ParsedLink, parseLink, parseServerUrl } from '../link.js';
 import { type Address, makeAddress, parseHostPort } from '../protocol/address.js';
 import type { AeadBackend } from '../protocol/cipher.js';
+import { parseTlsFingerprint, type TlsFingerprint } from '../tls/fingerprint.js';
+import { checkFragmentSpec, parseFragmentSpec, type TlsFragmentSpec } from '../tls/fragment-spec.js';
 import { DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint } from './dial.js';
 import { TunnelDuplex } from './duplex.js';
 
@@ -27,6 +29,10 @@ export interface ServerOptions {
   insecure?: boolean;
   /** wss: a CA certificate (PEM text) to trust. */
   ca?: string;
+  /** wss: a ClientHello like Chrome's (the only value, as upstream); replaces the link's. */
+  tlsFingerprint?: TlsFingerprint;
+  /** wss: split the ClientHello (delays in microseconds; or the link's text "50:100:10:50"); replaces the link's. */
+  fragment?: TlsFragmentSpec | string;
   withoutBrookProtocol?: boolean;
   clientHKDFInfo?: Uint8Array;
   serverHKDFInfo?: Uint8Array;
@@ -64,6 +70,7 @@ export function settingsFromLink(l: ParsedLink, o: ServerOptions = {}): ClientSe
       ...hostPortOf(o.address ?? l.address),
       insecure: Boolean(o.insecure) || l.insecure,
       ...(o.ca ?? l.ca ? { ca: o.ca ?? l.ca } : {}),
+      ...helloOptions(`${LINK_SCHEME}${l.kind}`, l.kind === 'wssserver', o, l),
     },
     password: o.password || l.password,
     withoutBrookProtocol: Boolean(o.withoutBrookProtocol) || l.withoutBrookProtocol,
@@ -84,11 +91,27 @@ export function settingsFromUrl(kind: LinkKind, server: string, o: ServerOptions
       ...hostPortOf(o.address),
       insecure: Boolean(o.insecure),
       ...(o.ca ? { ca: o.ca } : {}),
+      ...helloOptions(server, kind === 'wssserver', o, {}),
     },
     password: o.password,
     withoutBrookProtocol: Boolean(o.withoutBrookProtocol),
     ...defined({ clientHKDFInfo: o.clientHKDFInfo, serverHKDFInfo: o.serverHKDFInfo }),
   };
+}
+
+/** tlsFingerprint and fragment of the endpoint: the options' (checked), else the link's; wss only. */
+function helloOptions(
+  server: string,
+  secure: boolean,
+  o: ServerOptions,
+  l: { tlsFingerprint?: TlsFingerprint; fragment?: TlsFragmentSpec },
+): { tlsFingerprint?: TlsFingerprint; fragment?: TlsFragmentSpec } {
+  if (!secure && (o.tlsFingerprint !== undefined || o.fragment !== undefined)) {
+    throw new BrookError(ErrorCodes.CONFIG, `tlsFingerprint and fragment shape a TLS ClientHello: ${server} is not a wss:// server`);
+  }
+  const f = o.tlsFingerprint !== undefined ? parseTlsFingerprint(o.tlsFingerprint) : l.tlsFingerprint;
+  const s = o.fragment === undefined ? l.fragment : typeof o.fragment === 'string' ? parseFragmentSpec(o.fragment) : checkFragmentSpec(o.fragment);
+  return { ...(f ? { tlsFingerprint: f } : {}), ...(s ? { fragment: s } : {}) };
 }
 
 function hostPortOf(address: string | undefined): { address?: { host: string; port: number } } {

@@ -13,15 +13,21 @@
  * wss: with a TlsSessionCache (src/client/tls-session.ts) a new connection
  * offers the last session ticket the same server gave us (TLS resumption). The
  * TLS context (trusted CAs) is made once per endpoint, not per connection.
+ * The endpoint's tlsFingerprint and fragment shape the ClientHello
+ * (protocol/tls-client.md); without them it is Node's own, in one write.
  */
 import { connect as netConnect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, createSecureContext, type SecureContext } from 'node:tls';
 import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
+import { fragmentingTransport } from '../net/tls-fragment.js';
 import type { Address } from '../protocol/address.js';
 import type { Network } from '../protocol/header.js';
 import { type ClientCodec, createClientCodec, type PreparedClientKey, type SessionOptions } from '../protocol/session.js';
 import { buildUpgradeRequest, newWebSocketKey, parseUpgradeResponse, type RandomSource } from '../protocol/upgrade.js';
+import { connectOptionsFor, contextOptionsFor, type TlsFingerprint } from '../tls/fingerprint.js';
+import type { TlsFragmentSpec } from '../tls/fragment-spec.js';
 import type { TlsSessionCache } from './tls-session.js';
 
 export interface ServerEndpoint {
@@ -38,6 +44,10 @@ export interface ServerEndpoint {
   insecure?: boolean;
   /** TLS: extra trusted CA (PEM). */
   ca?: string;
+  /** TLS: a ClientHello like this browser's (src/tls/fingerprint.ts); absent: Node's default hello. */
+  tlsFingerprint?: TlsFingerprint;
+  /** TLS: send the ClientHello in pieces (src/net/tls-fragment.ts); absent: as one write. */
+  fragment?: TlsFragmentSpec;
 }
 
 /** What connectUpgraded() needs: where the server is and how to reach it. */
@@ -116,7 +126,8 @@ function secureConnect(o: ConnectOptions, to: { host: string; port: number } | {
   const cache = o.tlsSessions;
   const key = cache ? cache.keyOf(e) : '';
   const session = cache?.get(key);
-  const socket = tlsConnect({ ...tlsOptions(e, to), ...(session ? { session } : {}) });
+  const via = e.fragment ? fragmentingTransport(to, { spec: e.fragment }) : to;
+  const socket = tlsConnect({ ...tlsOptions(e, via), ...(session ? { session } : {}) });
   if (!cache) return socket;
   // kept only from a connection whose certificate passed (or that was asked not to check)
   let pending: Buffer | null = null;
@@ -134,9 +145,10 @@ function secureConnect(o: ConnectOptions, to: { host: string; port: number } | {
 }
 
 /** TLS client options of the connection to a wssserver (over `to`: a host and port, or a connected socket). */
-function tlsOptions(e: ServerEndpoint, to: { host: string; port: number } | { socket: Socket }) {
+function tlsOptions(e: ServerEndpoint, to: { host: string; port: number } | { socket: Duplex }) {
   return {
     ...to,
+    ...(e.tlsFingerprint ? connectOptionsFor(e.tlsFingerprint) : {}),
     servername: isIpLiteral(e.hostname) ? undefined : e.hostname,
     ALPNProtocols: ['http/1.1'],
     rejectUnauthorized: !e.insecure,
@@ -151,13 +163,13 @@ function tlsOptions(e: ServerEndpoint, to: { host: string; port: number } | { so
 /**
  * The TLS context of an endpoint, made on its first connection and kept with it: tls.connect
  * would otherwise build one per connection (and parse --ca's PEM each time). Holds only what
- * the context needs (the trusted CAs); names, checks and sessions stay per connection.
+ * the context needs (the trusted CAs, a fingerprint's ciphers, groups and signature algorithms); names, checks and sessions stay per connection.
  */
 const secureContexts = new WeakMap<ServerEndpoint, SecureContext>();
 function secureContextOf(e: ServerEndpoint): SecureContext {
   let c = secureContexts.get(e);
   if (!c) {
-    c = createSecureContext(e.ca ? { ca: [e.ca] } : {});
+    c = createSecureContext({ ...(e.tlsFingerprint ? contextOptionsFor(e.tlsFingerprint) : {}), ...(e.ca ? { ca: [e.ca] } : {}) });
     secureContexts.set(e, c);
   }
   return c;

@@ -6,7 +6,8 @@
  *
  * Keyed by everything that decides whether a connection is the same server
  * to us: the address dialled, the name sent as SNI and checked in the
- * certificate, and how the certificate is checked (--insecure, --ca). A
+ * certificate, how the certificate is checked (--insecure, --ca), and the
+ * ClientHello's fingerprint (tlsfingerprint: another cipher list). A
  * session obtained under one setting is never offered under another.
  * Bounded: at most `maxServers` keys, the least recently used go first; one
  * session per key (the newest; a server that refuses it costs one full
@@ -30,7 +31,7 @@ export class TlsSessionCache {
     const host = e.address?.host ?? e.hostname;
     const port = e.address?.port ?? e.port;
     const ca = e.ca ? createHash('sha256').update(e.ca).digest('hex').slice(0, 16) : '';
-    return `${host}|${port}|${e.hostname}|${e.insecure ? 'insecure' : 'verify'}|${ca}`;
+    return `${host}|${port}|${e.hostname}|${e.insecure ? 'insecure' : 'verify'}|${ca}|${e.tlsFingerprint ?? ''}`;
   }
 
   get(key: string): Buffer | undefined {

@@ -205,3 +205,17 @@ export function endedWithin(s: net.Socket, ms: number): Promise<number> {
     'socket end',
   );
 }
+
+/** Run `f`, which must throw a BrookError with `code` and a one-line message; returns the message. */
+export function oneLineError(f: () => unknown, code: string): string {
+  try {
+    f();
+  } catch (e) {
+    const err = e as { code?: unknown; message?: unknown };
+    if (err.code !== code) throw new Error(`expected ${code}, got ${String(err.code)}: ${String(err.message)}`);
+    const m = String(err.message);
+    if (m.includes('\n')) throw new Error(`a message of more than one line: ${m}`);
+    return m;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
+}
