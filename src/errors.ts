@@ -65,6 +65,9 @@ export const ErrorCodes = {
   CONFIG: 'BROOK_ERR_CONFIG',
   // anything that escaped classification (always wraps a cause)
   INTERNAL: 'BROOK_ERR_INTERNAL',
+  // the native addon (src/native/addon.ts)
+  /** An argument the native addon refused (its C argument checks): a bug in the caller, never input from the wire. */
+  NATIVE_ARGUMENT: 'BROOK_ERR_NATIVE_ARGUMENT',
   // HTTP proxy (src/httpproxy)
   HTTP_MALFORMED: 'BROOK_ERR_HTTP_MALFORMED',
   HTTP_HEAD_TOO_LARGE: 'BROOK_ERR_HTTP_HEAD_TOO_LARGE',
@@ -87,6 +90,13 @@ export const ErrorCodes = {
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+const CODES: ReadonlySet<string> = new Set(Object.values(ErrorCodes));
+
+/** Whether a value is one of the codes above (e.g. the code on an error the native addon threw). */
+export function isErrorCode(v: unknown): v is ErrorCode {
+  return typeof v === 'string' && CODES.has(v);
+}
 
 export class BrookError extends Error {
   readonly code: ErrorCode;
