@@ -2,6 +2,8 @@
  * Typed errors with stable codes. Every failure the project reports is a
  * BrookError whose `code` is one of ErrorCode; callers switch on the code,
  * never on the message. `socks5ReplyFor` maps codes to SOCKS5 reply codes.
+ * Every code is listed in protocol/errors.md (what it means, where it arises, what
+ * the user sees); a new code goes there too (test/errors-doc.test.ts checks both ways).
  */
 
 export const ErrorCodes = {
