@@ -1,7 +1,8 @@
 /**
  * Shared by native/build.mjs (install, `make native`) and native/prebuild.mjs (npm pack):
- * find npm's node-gyp and Node's own headers, compile the addon in a directory, and
- * check in a child process that a .node file loads in this node and seals like node:crypto.
+ * find npm's node-gyp and Node's own headers, compile the addon (target brook_native) in a
+ * directory, and check in a child process that a .node file loads in this node and that its
+ * AES half seals like node:crypto (the splice half needs no such check).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -13,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 export const NATIVE_DIR = dirname(fileURLToPath(import.meta.url));
 /** The package root (the folder holding package.json). */
 export const ROOT = resolve(NATIVE_DIR, '..');
-/** node-gyp's output name (target_name in binding.gyp). */
-export const ADDON_FILE = 'brook_aead.node';
+/** node-gyp's output name (target_name in binding.gyp; NATIVE_ADDON_FILE in src/native/addon.ts). */
+export const ADDON_FILE = 'brook_native.node';
 export const BUILD_TIMEOUT_MS = 5 * 60 * 1000;
 const PROBE_TIMEOUT_MS = 30_000;
 /** Lines of node-gyp's output quoted in a one-line failure. */
@@ -73,13 +74,16 @@ export function compile(dir, args) {
 }
 
 /**
- * Load the addon in a child node and seal one message with it and with node:crypto.
+ * Load the addon in a child node, then seal one message with it and with node:crypto.
  * The addon resolves OpenSSL symbols from the node binary at load time, so this is
- * the only real proof that a file fits this node. Returns null when it does, else why.
+ * the only real proof that a file fits this node. Returns { load, aead }: load is null
+ * when the file loads (else why), aead null when its AES half seals like node:crypto
+ * (else why; also set when the file does not load).
  */
 export function probe(addon) {
   const code = `
-    const a = require(${JSON.stringify(addon)});
+    let a;
+    try { a = require(${JSON.stringify(addon)}); } catch (e) { console.error(String(e.message).split('\\n')[0]); process.exit(2); }
     const c = require('node:crypto');
     const key = Buffer.alloc(32, 7), nonce = Buffer.alloc(12, 1), plain = Buffer.from('brook-ts probe');
     const ci = c.createCipheriv('aes-256-gcm', key, nonce);
@@ -88,8 +92,10 @@ export function probe(addon) {
     const n = a.seal(a.create(new Uint8Array(key)), new Uint8Array(nonce), new Uint8Array(plain), out, 0);
     if (n !== ref.length || !ref.equals(Buffer.from(out))) { console.error('self-test: seal differs from node:crypto'); process.exit(1); }`;
   const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: PROBE_TIMEOUT_MS });
-  if (r.status === 0) return null;
-  return (r.stderr || '').split('\n').find((l) => l.trim().length > 0 && !/^\s+at /.test(l)) ?? `exit ${r.status}`;
+  if (r.status === 0) return { load: null, aead: null };
+  const why = (r.stderr || '').split('\n').find((l) => l.trim().length > 0 && !/^\s+at /.test(l)) ?? `exit ${r.status}`;
+  // exit 1: loaded, the AES check failed (or threw); anything else (2, a signal, a timeout): it did not load
+  return r.status === 1 ? { load: null, aead: why } : { load: why, aead: why };
 }
 
 /**

@@ -38,8 +38,9 @@ function prebuild(scratch) {
     process.stderr.write(r.output);
     return r.why;
   }
-  const bad = probe(r.addon);
-  if (bad !== null) return `built but does not load in this node: ${bad}`;
+  const p = probe(r.addon);
+  if (p.load !== null) return `built but does not load in this node: ${p.load}`;
+  if (p.aead !== null) return `built, but its AES-256-GCM self-test failed: ${p.aead}`;
   rmSync(PREBUILDS, { recursive: true, force: true });
   mkdirSync(join(dest, '..'), { recursive: true });
   copyFileSync(r.addon, dest);

@@ -2,6 +2,8 @@
  * Typed errors with stable codes. Every failure the project reports is a
  * BrookError whose `code` is one of ErrorCode; callers switch on the code,
  * never on the message. `socks5ReplyFor` maps codes to SOCKS5 reply codes.
+ * Every code is listed in protocol/errors.md (what it means, where it arises, what
+ * the user sees); a new code goes there too (test/errors-doc.test.ts checks both ways).
  */
 
 export const ErrorCodes = {
@@ -67,6 +69,9 @@ export const ErrorCodes = {
   CONFIG: 'BROOK_ERR_CONFIG',
   // anything that escaped classification (always wraps a cause)
   INTERNAL: 'BROOK_ERR_INTERNAL',
+  // the native addon (src/native/addon.ts)
+  /** An argument the native addon refused (its C argument checks): a bug in the caller, never input from the wire. */
+  NATIVE_ARGUMENT: 'BROOK_ERR_NATIVE_ARGUMENT',
   // HTTP proxy (src/httpproxy)
   HTTP_MALFORMED: 'BROOK_ERR_HTTP_MALFORMED',
   HTTP_HEAD_TOO_LARGE: 'BROOK_ERR_HTTP_HEAD_TOO_LARGE',
@@ -98,6 +103,13 @@ export const ErrorCodes = {
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+const CODES: ReadonlySet<string> = new Set(Object.values(ErrorCodes));
+
+/** Whether a value is one of the codes above (e.g. the code on an error the native addon threw). */
+export function isErrorCode(v: unknown): v is ErrorCode {
+  return typeof v === 'string' && CODES.has(v);
+}
 
 export class BrookError extends Error {
   readonly code: ErrorCode;

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNativeBackend } from '../src/crypto/native.js';
+import { NATIVE_ADDON_RELATIVE_PATH } from '../src/native/addon.js';
 import { nodeCryptoBackend } from '../src/protocol/cipher.js';
 import { baseEnv, INSTALL_TIMEOUT_MS, PACK_TIMEOUT_MS, packCopy, REPO, run, which } from './helpers/pack.js';
 
@@ -103,7 +104,7 @@ describe('npm package: prebuilt addon, install without a compiler', () => {
     const files = list.stdout.split('\n').filter(Boolean);
     const tag = process.platform === 'linux' ? '.glibc' : '';
     expect(files).toContain(`package/prebuilds/${process.platform}-${process.arch}/node.napi${tag}.node`);
-    for (const f of ['native/binding.gyp', 'native/src/brook_aead.c', 'native/build.mjs', 'native/gyp.mjs', 'dist/cmd/brook-ts.js']) expect(files).toContain(`package/${f}`);
+    for (const f of ['native/binding.gyp', 'native/src/brook_native.c', 'native/src/brook_aead.c', 'native/build.mjs', 'native/gyp.mjs', 'dist/cmd/brook-ts.js']) expect(files).toContain(`package/${f}`);
     expect(files.filter((f) => f.includes('native/build/'))).toEqual([]);
     // prepack bundles the CLI (package.json "bundle"): its lazily loaded parts (ACME, Prometheus) are chunks beside it
     const chunks = files.filter((f) => f.startsWith('package/dist/cmd/chunks/') && f.endsWith('.js'));
@@ -171,7 +172,7 @@ describe('npm package: prebuilt addon, install without a compiler', () => {
 });
 
 describe('loader order: prebuilt, else source build, else node:crypto with the reasons', () => {
-  const built = join(REPO, 'native', 'build', 'Release', 'brook_aead.node');
+  const built = join(REPO, NATIVE_ADDON_RELATIVE_PATH);
   const top = mkdtempSync(join(tmpdir(), 'brook-ts-loader-'));
   const tag = process.platform === 'linux' ? '.glibc' : '';
   /**
@@ -182,7 +183,7 @@ describe('loader order: prebuilt, else source build, else node:crypto with the r
   function layout(pre: 'good' | 'bad' | null, src: 'good' | 'bad' | null): { root: string; prebuilt: string; source: string } {
     const root = join(top, String(n++));
     const prebuilt = join(root, 'prebuilds', `${process.platform}-${process.arch}`, `node.napi${tag}.node`);
-    const source = join(root, 'native', 'build', 'Release', 'brook_aead.node');
+    const source = join(root, NATIVE_ADDON_RELATIVE_PATH);
     mkdirSync(root);
     writeFileSync(join(root, 'package.json'), JSON.stringify({ name: 'brook-ts' }));
     for (const [to, what] of [[prebuilt, pre], [source, src]] as const) {

@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorCodes } from '../src/errors.js';
 import { makeAddress, parseHostPort } from '../src/protocol/address.js';
 import { DEFAULT_HKDF_INFO, deriveKey } from '../src/protocol/cipher.js';
 import { createClientCodec, createServerCodec } from '../src/protocol/session.js';
@@ -136,20 +137,20 @@ describe.each(impls)('findKey: %s', (name, get) => {
     expect(find(h.nonce, h.sealed, buf, offsets, Buffer.from('other info'), iota(20))).toBe(LOOKUP_NONE);
   });
 
-  it.runIf(run)('bad arguments throw TypeError', () => {
+  it.runIf(run)('bad arguments throw BROOK_ERR_NATIVE_ARGUMENT', () => {
     const find = get();
     const { buf, offsets } = pack(['a', 'b']);
     const h = hello('a');
     const info = DEFAULT_HKDF_INFO;
-    expect(() => find(h.nonce.subarray(1), h.sealed, buf, offsets, info, iota(2))).toThrow(TypeError);
-    expect(() => find(h.nonce, h.sealed.subarray(1), buf, offsets, info, iota(2))).toThrow(TypeError);
+    expect(() => find(h.nonce.subarray(1), h.sealed, buf, offsets, info, iota(2))).toThrow(expect.objectContaining({ code: ErrorCodes.NATIVE_ARGUMENT }));
+    expect(() => find(h.nonce, h.sealed.subarray(1), buf, offsets, info, iota(2))).toThrow(expect.objectContaining({ code: ErrorCodes.NATIVE_ARGUMENT }));
     // offsets are checked for the users tried: running backwards, or past the passwords
-    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 2, 1]), info, Uint32Array.from([1]))).toThrow(TypeError);
-    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 1, 9]), info, Uint32Array.from([1]))).toThrow(TypeError);
+    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 2, 1]), info, Uint32Array.from([1]))).toThrow(expect.objectContaining({ code: ErrorCodes.NATIVE_ARGUMENT }));
+    expect(() => find(h.nonce, h.sealed, buf, Uint32Array.from([0, 1, 9]), info, Uint32Array.from([1]))).toThrow(expect.objectContaining({ code: ErrorCodes.NATIVE_ARGUMENT }));
     expect(find(h.nonce, h.sealed, buf, Uint32Array.from([0, 1, 9]), info, Uint32Array.from([0]))).toBe(0);
-    expect(() => find(h.nonce, h.sealed, buf, new Uint32Array(0), info, new Uint32Array(0))).toThrow(TypeError);
-    expect(() => find(h.nonce, h.sealed, buf, offsets, info, Uint32Array.from([2]))).toThrow(TypeError);
-    expect(() => find(h.nonce, h.sealed, buf, offsets, info, iota(2), new Uint8Array(16))).toThrow(TypeError);
+    expect(() => find(h.nonce, h.sealed, buf, new Uint32Array(0), info, new Uint32Array(0))).toThrow(expect.objectContaining({ code: ErrorCodes.NATIVE_ARGUMENT }));
+    expect(() => find(h.nonce, h.sealed, buf, offsets, info, Uint32Array.from([2]))).toThrow(expect.objectContaining({ code: ErrorCodes.NATIVE_ARGUMENT }));
+    expect(() => find(h.nonce, h.sealed, buf, offsets, info, iota(2), new Uint8Array(16))).toThrow(expect.objectContaining({ code: ErrorCodes.NATIVE_ARGUMENT }));
   });
 });
 

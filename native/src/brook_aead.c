@@ -1,5 +1,6 @@
 /*
- * brook_aead: AES-256-GCM for the Brook data path, as a Node-API addon.
+ * brook_aead: AES-256-GCM for the Brook data path, the AES half of the brook_native addon
+ * (brook_native.c is the module; src/crypto/native.ts the JS side).
  *
  * One EVP_CIPHER_CTX per direction is created once per key; each seal/open only
  * resets the IV (EVP_*Init_ex(ctx, NULL, NULL, NULL, iv)), so the key schedule
@@ -12,9 +13,10 @@
  *   [ seal(u16 BE payload length) : 2 + 16 ][ seal(payload) : len + 16 ]
  * The 12-byte nonce's first 8 bytes (LE u64) are incremented after EVERY seal/open.
  *
- * Exports (all return negative status codes instead of throwing; the JS side
+ * Exports (all but create return negative status codes instead of throwing; the JS side
  * maps them to BrookError):
- *   create(key: Uint8Array(32)) -> External
+ *   create(key: Uint8Array(32)) -> External; throws with a BROOK_ERR_* code (src/errors.ts),
+ *       which src/native/addon.ts turns into a BrookError
  *   seal(h, nonce, plain, out, offset) -> bytes written | status
  *   open(h, nonce, sealed, out, offset) -> plaintext bytes | status
  *   sealFragments(h, nonce, data, maxPayload, out, offset) -> bytes written | status
@@ -28,8 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "splice_relay.h"
-#include "users_lookup.h"
+#include "brook_aead.h"
 
 #define KEY_SIZE 32
 #define NONCE_SIZE 12
@@ -45,6 +46,11 @@
 #define ST_RANGE (-3)
 #define ST_INTERNAL (-4)
 #define ST_ARGS (-5)
+
+/* codes of the errors create throws (error.code; ErrorCodes in src/errors.ts) */
+#define CODE_ARGUMENT "BROOK_ERR_NATIVE_ARGUMENT"
+#define CODE_RESOURCES "BROOK_ERR_OUT_OF_RESOURCES"
+#define CODE_INTERNAL "BROOK_ERR_INTERNAL"
 
 typedef struct {
   EVP_CIPHER_CTX *enc;
@@ -134,12 +140,12 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   size_t key_len;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || !get_bytes(env, argv[0], &key, &key_len) || key_len != KEY_SIZE) {
-    napi_throw_type_error(env, NULL, "brook_aead.create: key must be a 32-byte Uint8Array");
+    napi_throw_type_error(env, CODE_ARGUMENT, "brook_aead.create: key must be a 32-byte Uint8Array");
     return NULL;
   }
   engine_t *e = (engine_t *)calloc(1, sizeof(engine_t));
   if (e == NULL) {
-    napi_throw_error(env, NULL, "brook_aead.create: out of memory");
+    napi_throw_error(env, CODE_RESOURCES, "brook_aead.create: out of memory");
     return NULL;
   }
   e->enc = EVP_CIPHER_CTX_new();
@@ -148,13 +154,13 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
       EVP_EncryptInit_ex(e->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
       EVP_DecryptInit_ex(e->dec, EVP_aes_256_gcm(), NULL, key, NULL) != 1) {
     engine_finalize(env, e, NULL);
-    napi_throw_error(env, NULL, "brook_aead.create: OpenSSL AES-256-GCM init failed");
+    napi_throw_error(env, CODE_INTERNAL, "brook_aead.create: OpenSSL AES-256-GCM init failed");
     return NULL;
   }
   napi_value ext;
   if (napi_create_external(env, e, engine_finalize, NULL, &ext) != napi_ok) {
     engine_finalize(env, e, NULL);
-    napi_throw_error(env, NULL, "brook_aead.create: napi_create_external failed");
+    napi_throw_error(env, CODE_INTERNAL, "brook_aead.create: napi_create_external failed");
     return NULL;
   }
   return ext;
@@ -291,7 +297,7 @@ static napi_value js_open_fragments(napi_env env, napi_callback_info info) {
   return num(env, status);
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+void brook_aead_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"create", NULL, js_create, NULL, NULL, NULL, napi_default, NULL},
     {"seal", NULL, js_seal, NULL, NULL, NULL, napi_default, NULL},
@@ -303,11 +309,4 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value v;
   napi_create_string_utf8(env, OPENSSL_VERSION_TEXT, NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, exports, "opensslHeaders", v);
-  /* the zero-copy TCP relay (splice_relay.c) shares this addon */
-  brook_splice_register(env, exports);
-  /* the users file's key lookup (users_lookup.c) too */
-  brook_users_register(env, exports);
-  return exports;
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

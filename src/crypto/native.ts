@@ -1,13 +1,10 @@
 /**
- * Loader for the optional native AES-256-GCM addon (native/). Never throws.
- * It tries, in order:
- *   1. the prebuilt one shipped in the npm tarball, <package root>/prebuilds/<platform>-<arch>/
- *      (made by native/prebuild.mjs at `npm pack`; node-gyp-build picks the file whose tags fit
- *      this platform, arch and libc);
- *   2. the one built from source, <package root>/native/build/Release/brook_aead.node
- *      (`node native/build.mjs`, run at install when no prebuilt fits);
- *   3. else node:crypto, saying why (file missing, OpenSSL symbols not exported by this
- *      node, self-test mismatch).
+ * The native AES-256-GCM backend: the AES half of the native addon (native/src/brook_aead.c),
+ * loaded through the one addon loader (src/native/addon.ts: prebuilt, else source build), then
+ * checked here with a known-answer self-test against node:crypto. When no file passes, the
+ * backend is node:crypto and the result says why (file missing, OpenSSL symbols not exported by
+ * this node, self-test mismatch). The splice relay in the same file has its own check
+ * (src/net/splice-addon.ts): a failed self-test here does not turn it off.
  *
  * The native engine keeps one OpenSSL EVP_CIPHER_CTX per direction per key and
  * also implements the batch members of AeadEngine (sealFragments/openFragments):
@@ -15,27 +12,18 @@
  *   fragment = [ seal(u16 BE len) : 18 ][ seal(payload) : len + 16 ]
  *   the nonce's first 8 bytes (LE u64) advance after every seal/open.
  * Spec: protocol/brook-stream.md
+ *
+ * Errors: the addon's argument checks (a key that is not a 32-byte Uint8Array, bad buffers,
+ * an output too small) are BrookError NATIVE_ARGUMENT; a failed tag AUTH_FAILED; an oversized
+ * declared length LENGTH_OVERSIZED; an OpenSSL failure INTERNAL.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BrookError, ErrorCodes } from '../errors.js';
+import { addonError, loadAddon, NATIVE_ADDON_NAME, type AddonCheck, type AddonLoadOptions, type AddonSource } from '../native/addon.js';
 import { nodeCryptoBackend, type AeadBackend, type AeadEngine } from '../protocol/cipher.js';
 import { KEY_SIZE, NONCE_SIZE, TAG_SIZE } from '../protocol/sizes.js';
 
-/** File name node-gyp produces (target_name in native/binding.gyp). */
-export const NATIVE_ADDON_FILE = 'brook_aead.node';
-/** Where the addon lives relative to the package root. */
-export const NATIVE_ADDON_RELATIVE_PATH = join('native', 'build', 'Release', NATIVE_ADDON_FILE);
 /** Name of the native backend (AeadBackend.name). */
 export const NATIVE_BACKEND_NAME = 'native';
-/** How many directories above this module to look for the package root (src/crypto and dist/src/crypto). */
-const MAX_ROOT_SEARCH_DEPTH = 4;
-/** Folder of the prebuilt addons under the package root (node-gyp-build's layout). */
-export const PREBUILDS_DIR = 'prebuilds';
-/** package.json "name" that marks the package root. */
-const PACKAGE_NAME = 'brook-ts';
 
 /** Status codes returned by the addon (mirrors native/src/brook_aead.c). */
 const ST_AUTH = -1;
@@ -45,7 +33,7 @@ const ST_INTERNAL = -4;
 const ST_ARGS = -5;
 
 type Handle = object;
-interface AddonExports {
+interface AddonFunctions {
   create(key: Uint8Array): Handle;
   seal(h: Handle, nonce: Uint8Array, plain: Uint8Array, out: Uint8Array, offset: number): number;
   open(h: Handle, nonce: Uint8Array, sealed: Uint8Array, out: Uint8Array, offset: number): number;
@@ -62,16 +50,16 @@ interface AddonExports {
   opensslHeaders: string;
 }
 
-function statusError(status: number, op: string): Error {
+function statusError(status: number, op: string): BrookError {
   switch (status) {
     case ST_AUTH:
       return new BrookError(ErrorCodes.AUTH_FAILED, 'message authentication failed');
     case ST_OVERSIZED:
       return new BrookError(ErrorCodes.LENGTH_OVERSIZED, 'fragment declares a length above the maximum payload');
     case ST_RANGE:
-      return new RangeError(`native ${op}: output buffer too small or offset out of range`);
+      return new BrookError(ErrorCodes.NATIVE_ARGUMENT, `native ${op}: output buffer too small or offset out of range`);
     case ST_ARGS:
-      return new TypeError(`native ${op}: bad arguments (Uint8Array buffers, 12-byte nonce, integer offsets)`);
+      return new BrookError(ErrorCodes.NATIVE_ARGUMENT, `native ${op}: bad arguments (Uint8Array buffers, 12-byte nonce, integer offsets)`);
     case ST_INTERNAL:
     default:
       return new BrookError(ErrorCodes.INTERNAL, `native ${op}: OpenSSL failure (status ${status})`);
@@ -82,7 +70,7 @@ class NativeEngine implements AeadEngine {
   private readonly result = new Int32Array(2);
 
   constructor(
-    private readonly addon: AddonExports,
+    private readonly addon: AddonFunctions,
     private readonly handle: Handle,
   ) {}
 
@@ -122,12 +110,17 @@ class NativeEngine implements AeadEngine {
   }
 }
 
-function makeBackend(addon: AddonExports): AeadBackend {
+function makeBackend(addon: AddonFunctions): AeadBackend {
   return {
     name: NATIVE_BACKEND_NAME,
     createEngine(key: Uint8Array): AeadEngine {
-      if (key.length !== KEY_SIZE) throw new TypeError(`key must be ${KEY_SIZE} bytes, got ${key.length}`);
-      return new NativeEngine(addon, addon.create(key));
+      let handle: Handle;
+      try {
+        handle = addon.create(key); // the addon checks the key (a 32-byte Uint8Array)
+      } catch (e) {
+        throw addonError(e);
+      }
+      return new NativeEngine(addon, handle);
     },
   };
 }
@@ -148,15 +141,10 @@ function selfTest(backend: AeadBackend): string | null {
   return null;
 }
 
-export interface NativeLoadOptions {
-  /** Load exactly this .node file (no prebuilt, no search). */
-  path?: string;
-  /** Package root to search (default: the brook-ts package this module belongs to). */
-  root?: string;
-}
+export type NativeLoadOptions = AddonLoadOptions;
 
 /** Where the loaded (or last tried) addon came from. */
-export type NativeSource = 'prebuilt' | 'source' | 'path';
+export type NativeSource = AddonSource;
 
 export interface NativeLoadResult {
   /** The native backend when it loaded, else nodeCryptoBackend. */
@@ -172,100 +160,28 @@ export interface NativeLoadResult {
   opensslHeaders?: string;
 }
 
-/** The brook-ts package root above this module (holds package.json named brook-ts), or null. */
-export function packageRoot(): string | null {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i <= MAX_ROOT_SEARCH_DEPTH; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown };
-      if (pkg.name === PACKAGE_NAME) return dir;
-    } catch {
-      /* no package.json here */
-    }
-    const up = resolve(dir, '..');
-    if (up === dir) break;
-    dir = up;
+interface LoadedBackend {
+  backend: AeadBackend;
+  opensslHeaders: string | undefined;
+}
+
+/** The AES feature's check of a loaded addon file: its functions are there and it seals like node:crypto. */
+const aeadCheck: AddonCheck<LoadedBackend> = (exports, path) => {
+  const addon = exports as Partial<AddonFunctions>;
+  if (typeof addon.create !== 'function' || typeof addon.openFragments !== 'function') {
+    return { ok: false, reason: `${path} is not the ${NATIVE_ADDON_NAME} addon` };
   }
-  return null;
-}
+  const backend = makeBackend(addon as AddonFunctions);
+  const bad = selfTest(backend);
+  if (bad !== null) return { ok: false, reason: `${path}: ${bad}` };
+  return { ok: true, value: { backend, opensslHeaders: addon.opensslHeaders } };
+};
 
-/** Default location of the source build: search upward from this module for native/build/Release/brook_aead.node. */
-export function defaultAddonPath(): string | null {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i <= MAX_ROOT_SEARCH_DEPTH; i++) {
-    const p = join(dir, NATIVE_ADDON_RELATIVE_PATH);
-    if (existsSync(p)) return p;
-    const up = resolve(dir, '..');
-    if (up === dir) break;
-    dir = up;
-  }
-  return null;
-}
-
-/** The prebuilt addon for this platform/arch/libc under root/prebuilds (node-gyp-build's choice), or null. */
-export function prebuiltAddonPath(root: string | null = packageRoot()): string | null {
-  if (root === null || !existsSync(join(root, PREBUILDS_DIR))) return null;
-  try {
-    const ngb = createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string };
-    const p = ngb.path(root);
-    // node-gyp-build also looks in root/build and next to the node binary: only prebuilds/ is ours
-    return p.startsWith(join(root, PREBUILDS_DIR)) ? p : null;
-  } catch {
-    return null; // no file fits this platform (or node-gyp-build is missing)
-  }
-}
-
-function sourceBuildPath(root: string): string | null {
-  const p = join(root, NATIVE_ADDON_RELATIVE_PATH);
-  return existsSync(p) ? p : null;
-}
-
-function fallback(path: string | null, source: NativeSource | null, reason: string): NativeLoadResult {
-  return { backend: nodeCryptoBackend, native: false, path, source, reason };
-}
-
-function loadFile(path: string, source: NativeSource): NativeLoadResult {
-  try {
-    const addon = createRequire(import.meta.url)(path) as AddonExports;
-    if (typeof addon?.create !== 'function' || typeof addon.openFragments !== 'function') {
-      return fallback(path, source, `${path} is not the brook_aead addon`);
-    }
-    const backend = makeBackend(addon);
-    const bad = selfTest(backend);
-    if (bad !== null) return fallback(path, source, `${path}: ${bad}`);
-    return { backend, native: true, path, source, reason: null, opensslHeaders: addon.opensslHeaders };
-  } catch (e) {
-    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    return fallback(path, source, `cannot load ${path}: ${msg}`);
-  }
-}
-
-/** Try to load the addon (prebuilt, else source build; or exactly opts.path); never throws. */
+/** Load the AES backend (prebuilt, else source build; or exactly opts.path); never throws. */
 export function loadNativeBackend(opts: NativeLoadOptions = {}): NativeLoadResult {
-  if (opts.path !== undefined) return loadFile(opts.path, 'path');
-  const root = opts.root ?? packageRoot();
-  const tried: NativeLoadResult[] = [];
-  const prebuilt = prebuiltAddonPath(root);
-  if (prebuilt !== null) {
-    const r = loadFile(prebuilt, 'prebuilt');
-    if (r.native) return r;
-    tried.push(r);
-  }
-  const built = opts.root === undefined ? defaultAddonPath() : sourceBuildPath(opts.root);
-  if (built !== null) {
-    const r = loadFile(built, 'source');
-    if (r.native) return r;
-    tried.push(r);
-  }
-  if (tried.length === 0) {
-    return fallback(
-      null,
-      null,
-      `native addon not found (no prebuilt for ${process.platform}-${process.arch} in ${PREBUILDS_DIR}/, no ${NATIVE_ADDON_RELATIVE_PATH}; to build it: node ${join(root ?? '.', 'native', 'build.mjs')})`,
-    );
-  }
-  const last = tried[tried.length - 1]!;
-  return fallback(last.path, last.source, tried.map((r) => r.reason).join('; '));
+  const r = loadAddon(aeadCheck, opts);
+  if (r.value === null) return { backend: nodeCryptoBackend, native: false, path: r.path, source: r.source, reason: r.reason };
+  return { backend: r.value.backend, native: true, path: r.path, source: r.source, reason: null, opensslHeaders: r.value.opensslHeaders };
 }
 
 let cached: NativeLoadResult | undefined;

@@ -1,13 +1,13 @@
 /**
- * The native side of the zero-copy relay, seen from JS: loading the addon's splice relay
- * (native/src/splice_relay.c), the switch that turns splicing off, the pipe limits, the one
+ * The native side of the zero-copy relay, seen from JS: the addon's splice relay
+ * (native/src/splice_relay.c; the file comes from the one addon loader, src/native/addon.ts,
+ * with its own check here: the AES self-test plays no part), the switch that turns splicing off, the pipe limits, the one
  * report callback that routes each report to its relay, and the errors the worker reports.
  * The relay itself and the hand-off: src/net/splice.ts.
  */
-import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
-import { nativeLoadResult } from '../crypto/native.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
+import { loadAddon, type AddonCheck, type AddonLoad, type AddonLoadOptions } from '../native/addon.js';
 import { resetByPeer } from './reset.js';
 
 /** Environment switch: BROOK_TS_SPLICE=0 relays every tunnel in JS. */
@@ -64,25 +64,28 @@ function onReport(slot: number, kind: number, errno: number, up: number, down: n
   r.onReport(kind, errno, up, down);
 }
 
+/** The splice feature's check of a loaded addon file: the relay is there and this platform has splice(2). */
+const spliceCheck: AddonCheck<SpliceAddon> = (exports) => {
+  const a = exports as Partial<SpliceAddon>;
+  if (a.spliceSupported === true && typeof a.spliceInit === 'function') return { ok: true, value: a as SpliceAddon };
+  return { ok: false, reason: a.spliceSupported === false ? 'splice(2) is not available on this platform' : 'the addon has no splice relay (rebuild it)' };
+};
+
+/** The file the splice relay would come from (default: the package's addon), without starting it. */
+export function findSpliceAddon(opts: AddonLoadOptions = {}): AddonLoad<SpliceAddon> {
+  return loadAddon(spliceCheck, opts);
+}
+
 export function loadSpliceAddon(): { addon: SpliceAddon | null; reason: string | null } {
   if (addonState) return addonState;
-  const n = nativeLoadResult();
-  if (!n.native || !n.path) {
-    addonState = { addon: null, reason: `native addon not loaded: ${n.reason ?? 'unknown'}` };
+  const n = findSpliceAddon();
+  if (n.value === null) {
+    addonState = { addon: null, reason: n.loaded ? n.reason : `native addon not loaded: ${n.reason ?? 'unknown'}` };
     return addonState;
   }
   try {
-    const a = createRequire(import.meta.url)(n.path) as Partial<SpliceAddon>;
-    if (a.spliceSupported !== true || typeof a.spliceInit !== 'function') {
-      addonState = { addon: null, reason: a.spliceSupported === false ? 'splice(2) is not available on this platform' : 'the addon has no splice relay (rebuild it)' };
-      return addonState;
-    }
-    const st = a.spliceInit(onReport);
-    if (st < 0) {
-      addonState = { addon: null, reason: `splice relay did not start: ${errnoName(st)}` };
-      return addonState;
-    }
-    addonState = { addon: a as SpliceAddon, reason: null };
+    const st = n.value.spliceInit(onReport);
+    addonState = st < 0 ? { addon: null, reason: `splice relay did not start: ${errnoName(st)}` } : { addon: n.value, reason: null };
   } catch (e) {
     addonState = { addon: null, reason: `cannot load the splice relay: ${e instanceof Error ? e.message : String(e)}` };
   }

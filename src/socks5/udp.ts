@@ -25,6 +25,13 @@
  * header bytes it last parsed and hands out the same Address object while they
  * repeat (consumers may compare destinations by identity; never mutate them),
  * and replies go out as [cached header, data] in one sendmsg (no copy).
+ *
+ * Phases, each carrying its own state: the relay is unbound or bound (its socket and
+ * address); an association is pending (DST.PORT 0, no datagram yet: queued by peer IP),
+ * bound (its endpoint key in byEndpoint) or closed. One teardown path each: close() for
+ * the relay, release() for an association. An association is one object (it is the
+ * UdpAssociation consumers get), its send() a method; nothing is allocated per datagram
+ * beyond the parsed view and the two-part send.
  */
 import type net from 'node:net';
 import dgram from 'node:dgram';
@@ -68,22 +75,6 @@ export interface UdpRelayOptions {
   onUdpAssociationClosed?: (assoc: UdpAssociation) => void;
 }
 
-/** An association as the relay tracks it; opaque to handshake.ts and server.ts. */
-export interface AssocState {
-  pub: UdpAssociation;
-  peerIp: string; // normalized
-  /** "host:port" of the control connection, for log lines. */
-  from: string;
-  key: string | null; // bound endpoint key
-  closed: boolean;
-  /** RSV FRAG ADDR bytes of the last datagram parsed, and the address they gave (same object while they repeat). */
-  inHeader: Buffer | null;
-  inAddress: Address | null;
-  /** The source last passed to send() and its encoded SOCKS5 UDP header. */
-  outAddress: Address | null;
-  outHeader: Buffer | null;
-}
-
 export interface UdpRelay {
   /** Bind the relay socket (throws the bind error; the socket is closed then). */
   bind(type: 'udp4' | 'udp6', host: string, port: number, label: string): Promise<net.AddressInfo>;
@@ -122,167 +113,125 @@ function endpointKey(ip: string, port: number): string {
   return `${ip}|${port}`;
 }
 
-export function createUdpRelay(opts: UdpRelayOptions): UdpRelay {
-  const { stats, log } = opts;
-  let udp: dgram.Socket | null = null;
-  let udpAddr: net.AddressInfo | null = null;
-  const byEndpoint = new Map<string, AssocState>();
-  const pendingByIp = new Map<string, AssocState[]>();
-  /** The bound association the last datagram came from, and that datagram's source. */
-  let last: AssocState | null = null;
-  let lastIp = '';
-  let lastPort = -1;
+function fromOf(rinfo: dgram.RemoteInfo): string {
+  return formatAddress({ type: rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4', host: rinfo.address, port: rinfo.port });
+}
 
-  function removePending(a: AssocState): void {
-    const list = pendingByIp.get(a.peerIp);
-    if (!list) return;
-    const i = list.indexOf(a);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) pendingByIp.delete(a.peerIp);
-  }
+/** The relay socket's phase. */
+type RelayPhase = { name: 'unbound' } | { name: 'bound'; socket: dgram.Socket; address: net.AddressInfo };
 
-  function bindAssoc(a: AssocState, rawIp: string, port: number): void {
-    removePending(a);
-    a.key = endpointKey(normalizeIp(rawIp), port);
-    a.pub.clientAddress = rawIp;
-    a.pub.clientPort = port;
-    byEndpoint.set(a.key, a);
-  }
+/**
+ * An association's phase: pending (DST.PORT 0 and no datagram yet: waits in pendingByIp for
+ * the first datagram from its peer IP), bound (clientAddress/clientPort known, held in
+ * byEndpoint under `key`), closed (released; its endpoint is a stranger again).
+ */
+type AssocPhase = { name: 'pending' } | { name: 'bound'; key: string } | { name: 'closed' };
 
-  function release(a: AssocState): void {
-    if (a.closed) return;
-    a.closed = true;
-    removePending(a);
-    if (a.key && byEndpoint.get(a.key) === a) byEndpoint.delete(a.key);
-    if (last === a) last = null;
-    stats.udpActiveAssociations--;
-    try {
-      opts.onUdpAssociationClosed?.(a.pub);
-    } catch (e) {
-      log(a.from, '', 'udp', e);
+const UNBOUND: RelayPhase = { name: 'unbound' };
+const PENDING: AssocPhase = { name: 'pending' };
+const CLOSED: AssocPhase = { name: 'closed' };
+
+/** An association as the relay tracks it; the same object is the UdpAssociation consumers get. */
+class Association implements UdpAssociation {
+  clientAddress: string | null = null;
+  clientPort: number | null = null;
+  phase: AssocPhase = PENDING;
+  /** RSV FRAG ADDR bytes of the last datagram parsed, and the address they gave (same object while they repeat). */
+  inHeader: Buffer | null = null;
+  inAddress: Address | null = null;
+  /** The source last passed to send() and its encoded SOCKS5 UDP header. */
+  private outAddress: Address | null = null;
+  private outHeader: Buffer | null = null;
+
+  constructor(
+    private readonly relay: Socks5UdpRelay,
+    readonly id: number,
+    readonly controlSocket: net.Socket,
+    /** The control connection's peer IP, normalized. */
+    readonly peerIp: string,
+    /** "host:port" of the control connection, for log lines. */
+    readonly from: string,
+  ) {}
+
+  send(src: Address, data: Buffer): void {
+    const { relay } = this;
+    const rp = relay.phase;
+    if (this.phase.name !== 'bound' || rp.name !== 'bound') {
+      relay.stats.udpDropped++;
+      return;
     }
-  }
-
-  function fromOf(rinfo: dgram.RemoteInfo): string {
-    return formatAddress({ type: rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4', host: rinfo.address, port: rinfo.port });
-  }
-
-  /** The SOCKS5 UDP header of `msg`: from the association's cache when its bytes repeat, else parsed (throws). */
-  function parseCached(a: AssocState, msg: Buffer): { address: Address; data: Buffer } {
-    const h = a.inHeader;
-    if (h !== null && msg.length >= h.length && msg.compare(h, 0, h.length, 0, h.length) === 0) {
-      return { address: a.inAddress!, data: msg.subarray(h.length) };
-    }
-    const header = parseUdpHeader(msg);
-    const n = msg.length - header.data.length;
-    a.inHeader = Buffer.from(msg.subarray(0, n)); // a copy: msg may be a view of a reused buffer
-    a.inAddress = header.address;
-    return { address: header.address, data: header.data };
-  }
-
-  function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    stats.udpDatagramsIn++;
-    let target: AssocState | undefined;
-    let pending: AssocState | undefined;
-    if (last !== null && rinfo.port === lastPort && rinfo.address === lastIp) {
-      target = last;
-    } else {
-      const ip = normalizeIp(rinfo.address);
-      const bound = byEndpoint.get(endpointKey(ip, rinfo.port));
-      pending = bound ? undefined : pendingByIp.get(ip)?.[0];
-      target = bound ?? pending;
-      if (!target) {
-        stats.udpDropped++;
-        log(fromOf(rinfo), '', 'udp', new BrookError(ErrorCodes.SOCKS_MALFORMED, 'datagram from a stranger dropped'));
+    if (src !== this.outAddress) {
+      try {
+        this.outHeader = buildUdpHeader(src, EMPTY);
+      } catch (e) {
+        this.outAddress = null;
+        this.outHeader = null;
+        relay.stats.udpDropped++;
+        relay.log(formatAddress(src), this.from, 'udp', e);
         return;
       }
+      this.outAddress = src;
     }
-    let header;
-    try {
-      header = parseCached(target, msg);
-    } catch (e) {
-      stats.udpDropped++;
-      log(fromOf(rinfo), '', 'udp', e);
-      return;
-    }
-    if (pending) bindAssoc(pending, rinfo.address, rinfo.port);
-    last = target;
-    lastIp = rinfo.address;
-    lastPort = rinfo.port;
-    if (!opts.onUdpDatagram) {
-      stats.udpDropped++;
-      return;
-    }
-    try {
-      opts.onUdpDatagram(target.pub, header.address, header.data);
-    } catch (e) {
-      log(fromOf(rinfo), formatAddress(header.address), 'udp', e);
-    }
+    relay.stats.udpDatagramsOut++;
+    rp.socket.send([this.outHeader!, data], this.clientPort!, this.clientAddress!, this.onSent);
   }
 
-  function associate(socket: net.Socket, id: number, request: Socks5Request, from: string): AssocState | BrookError {
-    const rawIp = socket.remoteAddress ?? '';
-    const a: AssocState = {
-      pub: {
-        id,
-        controlSocket: socket,
-        clientAddress: null,
-        clientPort: null,
-        send(src: Address, data: Buffer): void {
-          if (a.closed || !udp || a.pub.clientAddress === null || a.pub.clientPort === null) {
-            stats.udpDropped++;
-            return;
-          }
-          if (src !== a.outAddress) {
-            try {
-              a.outHeader = buildUdpHeader(src, EMPTY);
-            } catch (e) {
-              a.outAddress = null;
-              a.outHeader = null;
-              stats.udpDropped++;
-              log(formatAddress(src), a.from, 'udp', e);
-              return;
-            }
-            a.outAddress = src;
-          }
-          stats.udpDatagramsOut++;
-          udp.send([a.outHeader!, data], a.pub.clientPort, a.pub.clientAddress, onSent);
-        },
-        close(): void {
-          socket.destroy();
-        },
-      },
-      peerIp: normalizeIp(rawIp),
-      from,
-      key: null,
-      closed: false,
-      inHeader: null,
-      inAddress: null,
-      outAddress: null,
-      outHeader: null,
-    };
-    /** One callback per association (not a closure per datagram); names the source last sent from. */
-    const onSent = (err: Error | null): void => {
-      if (err) log(a.outAddress ? formatAddress(a.outAddress) : '', a.from, 'udp', err);
-    };
-    const wantPort = request.destination.port;
-    if (wantPort !== 0) {
-      const key = endpointKey(a.peerIp, wantPort);
-      if (byEndpoint.has(key)) {
-        return new BrookError(ErrorCodes.SOCKS_MALFORMED, `UDP endpoint ${rawIp}:${wantPort} already associated`);
-      }
-      bindAssoc(a, rawIp, wantPort);
-    } else {
-      const list = pendingByIp.get(a.peerIp);
-      if (list) list.push(a);
-      else pendingByIp.set(a.peerIp, [a]);
-    }
-    stats.udpAssociations++;
-    stats.udpActiveAssociations++;
-    return a;
+  close(): void {
+    this.controlSocket.destroy();
   }
 
-  function bind(type: 'udp4' | 'udp6', host: string, port: number, label: string): Promise<net.AddressInfo> {
+  /** One callback per association (not a closure per datagram); names the source last sent from. */
+  private readonly onSent = (err: Error | null): void => {
+    if (err) this.relay.log(this.outAddress ? formatAddress(this.outAddress) : '', this.from, 'udp', err);
+  };
+}
+
+/** An association as the relay tracks it; opaque to handshake.ts and server.ts. */
+export type AssocState = Association;
+
+/** The SOCKS5 UDP header of `msg`: from the association's cache when its bytes repeat, else parsed (throws). */
+function parseCached(a: Association, msg: Buffer): { address: Address; data: Buffer } {
+  const h = a.inHeader;
+  if (h !== null && msg.length >= h.length && msg.compare(h, 0, h.length, 0, h.length) === 0) {
+    return { address: a.inAddress!, data: msg.subarray(h.length) };
+  }
+  const header = parseUdpHeader(msg);
+  const n = msg.length - header.data.length;
+  a.inHeader = Buffer.from(msg.subarray(0, n)); // a copy: msg may be a view of a reused buffer
+  a.inAddress = header.address;
+  return { address: header.address, data: header.data };
+}
+
+class Socks5UdpRelay implements UdpRelay {
+  phase: RelayPhase = UNBOUND;
+  readonly stats: UdpRelayStats;
+  readonly log: UdpRelayLog;
+  private readonly onUdpDatagram: UdpRelayOptions['onUdpDatagram'];
+  private readonly onUdpAssociationClosed: UdpRelayOptions['onUdpAssociationClosed'];
+  private readonly byEndpoint = new Map<string, Association>();
+  private readonly pendingByIp = new Map<string, Association[]>();
+  /** The bound association the last datagram came from, and that datagram's source. */
+  private last: Association | null = null;
+  private lastIp = '';
+  private lastPort = -1;
+
+  constructor(opts: UdpRelayOptions) {
+    this.stats = opts.stats;
+    this.log = opts.log;
+    this.onUdpDatagram = opts.onUdpDatagram;
+    this.onUdpAssociationClosed = opts.onUdpAssociationClosed;
+  }
+
+  get bound(): boolean {
+    return this.phase.name === 'bound';
+  }
+
+  address(): net.AddressInfo | null {
+    const p = this.phase;
+    return p.name === 'bound' ? p.address : null;
+  }
+
+  bind(type: 'udp4' | 'udp6', host: string, port: number, label: string): Promise<net.AddressInfo> {
     return new Promise((resolve, reject) => {
       const s = dgram.createSocket({ type, lookup: literalLookup });
       const onErr = (e: Error): void => {
@@ -292,32 +241,118 @@ export function createUdpRelay(opts: UdpRelayOptions): UdpRelay {
       s.once('error', onErr);
       s.bind({ address: host, port, exclusive: true }, () => {
         s.removeListener('error', onErr);
-        s.on('message', onDatagram);
-        s.on('error', (e) => log(label, '', 'udp', e));
-        udp = s;
-        udpAddr = s.address();
-        resolve(udpAddr);
+        s.on('message', this.onDatagram);
+        s.on('error', (e) => this.log(label, '', 'udp', e));
+        const address = s.address();
+        this.phase = { name: 'bound', socket: s, address };
+        resolve(address);
       });
     });
   }
 
-  async function close(): Promise<void> {
-    if (!udp) return;
-    const s = udp;
-    udp = null;
-    await new Promise<void>((resolve) => s.close(() => resolve()));
+  /** The relay's one teardown path: back to unbound, the socket closed. */
+  async close(): Promise<void> {
+    const p = this.phase;
+    if (p.name !== 'bound') return;
+    this.phase = UNBOUND;
+    await new Promise<void>((resolve) => p.socket.close(() => resolve()));
   }
 
-  return {
-    bind,
-    get bound(): boolean {
-      return udp !== null;
-    },
-    address(): net.AddressInfo | null {
-      return udp ? udpAddr : null;
-    },
-    associate,
-    release,
-    close,
+  associate(socket: net.Socket, id: number, request: Socks5Request, from: string): Association | BrookError {
+    const rawIp = socket.remoteAddress ?? '';
+    const a = new Association(this, id, socket, normalizeIp(rawIp), from);
+    const wantPort = request.destination.port;
+    if (wantPort !== 0) {
+      if (this.byEndpoint.has(endpointKey(a.peerIp, wantPort))) {
+        return new BrookError(ErrorCodes.SOCKS_MALFORMED, `UDP endpoint ${rawIp}:${wantPort} already associated`);
+      }
+      this.bindAssoc(a, rawIp, wantPort);
+    } else {
+      const list = this.pendingByIp.get(a.peerIp);
+      if (list) list.push(a);
+      else this.pendingByIp.set(a.peerIp, [a]);
+    }
+    this.stats.udpAssociations++;
+    this.stats.udpActiveAssociations++;
+    return a;
+  }
+
+  /** An association's one teardown path (its control connection ended); idempotent. */
+  release(a: Association): void {
+    const p = a.phase;
+    if (p.name === 'closed') return;
+    a.phase = CLOSED;
+    if (p.name === 'pending') this.removePending(a);
+    else if (this.byEndpoint.get(p.key) === a) this.byEndpoint.delete(p.key);
+    if (this.last === a) this.last = null;
+    this.stats.udpActiveAssociations--;
+    try {
+      this.onUdpAssociationClosed?.(a);
+    } catch (e) {
+      this.log(a.from, '', 'udp', e);
+    }
+  }
+
+  private removePending(a: Association): void {
+    const list = this.pendingByIp.get(a.peerIp);
+    if (!list) return;
+    const i = list.indexOf(a);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.pendingByIp.delete(a.peerIp);
+  }
+
+  private bindAssoc(a: Association, rawIp: string, port: number): void {
+    this.removePending(a);
+    const key = endpointKey(normalizeIp(rawIp), port);
+    a.phase = { name: 'bound', key };
+    a.clientAddress = rawIp;
+    a.clientPort = port;
+    this.byEndpoint.set(key, a);
+  }
+
+  /** Which association a datagram belongs to: the last one's source, else its endpoint, else the oldest pending from its IP. */
+  private readonly onDatagram = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
+    const { stats } = this;
+    stats.udpDatagramsIn++;
+    let target: Association | undefined;
+    let pending: Association | undefined;
+    if (this.last !== null && rinfo.port === this.lastPort && rinfo.address === this.lastIp) {
+      target = this.last;
+    } else {
+      const ip = normalizeIp(rinfo.address);
+      const bound = this.byEndpoint.get(endpointKey(ip, rinfo.port));
+      pending = bound ? undefined : this.pendingByIp.get(ip)?.[0];
+      target = bound ?? pending;
+      if (!target) {
+        stats.udpDropped++;
+        this.log(fromOf(rinfo), '', 'udp', new BrookError(ErrorCodes.SOCKS_MALFORMED, 'datagram from a stranger dropped'));
+        return;
+      }
+    }
+    let header;
+    try {
+      header = parseCached(target, msg);
+    } catch (e) {
+      stats.udpDropped++;
+      this.log(fromOf(rinfo), '', 'udp', e);
+      return;
+    }
+    if (pending) this.bindAssoc(pending, rinfo.address, rinfo.port);
+    this.last = target;
+    this.lastIp = rinfo.address;
+    this.lastPort = rinfo.port;
+    if (!this.onUdpDatagram) {
+      stats.udpDropped++;
+      return;
+    }
+    try {
+      this.onUdpDatagram(target, header.address, header.data);
+    } catch (e) {
+      this.log(fromOf(rinfo), formatAddress(header.address), 'udp', e);
+    }
   };
+}
+
+export function createUdpRelay(opts: UdpRelayOptions): UdpRelay {
+  return new Socks5UdpRelay(opts);
 }

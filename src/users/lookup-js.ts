@@ -8,6 +8,7 @@
  * AES-256-GCM open of the 18 bytes with the nonce as received (the stream's first seal).
  */
 import { createDecipheriv } from 'node:crypto';
+import { BrookError, ErrorCodes } from '../errors.js';
 import { deriveKey } from '../protocol/cipher.js';
 import { KEY_SIZE, LENGTH_SIZE, NONCE_SIZE, SEALED_LENGTH_SIZE } from '../protocol/sizes.js';
 
@@ -28,10 +29,10 @@ export type FindKeyFn = (
   keyOut?: Uint8Array,
 ) => number;
 
-/** Arguments both implementations refuse (TypeError): wrong sizes. */
+/** Arguments both implementations refuse (BrookError NATIVE_ARGUMENT, as the addon's checks): wrong sizes. */
 function checkSizes(nonce: Uint8Array, sealed: Uint8Array, offsets: Uint32Array, keyOut?: Uint8Array): void {
   if (nonce.length !== NONCE_SIZE || sealed.length !== SEALED_LENGTH_SIZE || offsets.length < 1 || (keyOut !== undefined && keyOut.length !== KEY_SIZE)) {
-    throw new TypeError(`findKey: a ${NONCE_SIZE}-byte nonce, ${SEALED_LENGTH_SIZE} sealed bytes, n + 1 offsets and a ${KEY_SIZE}-byte keyOut`);
+    throw new BrookError(ErrorCodes.NATIVE_ARGUMENT, `findKey: a ${NONCE_SIZE}-byte nonce, ${SEALED_LENGTH_SIZE} sealed bytes, n + 1 offsets and a ${KEY_SIZE}-byte keyOut`);
   }
 }
 
@@ -54,7 +55,7 @@ export const findKeyJs: FindKeyFn = (nonce, sealed, passwords, offsets, info, or
     const i = order[t]!;
     // offsets are checked for the users tried only: a warm lookup costs the same with 10 or 10,000 users
     if (i >= users || offsets[i]! > offsets[i + 1]! || offsets[i + 1]! > passwords.length) {
-      throw new TypeError(`findKey: user ${i} of ${users} is outside the order's set or its offsets run backwards or past the passwords`);
+      throw new BrookError(ErrorCodes.NATIVE_ARGUMENT, `findKey: user ${i} of ${users} is outside the order's set or its offsets run backwards or past the passwords`);
     }
     const key = deriveKey(passwords.subarray(offsets[i]!, offsets[i + 1]!), nonce, info);
     if (opens(key, nonce, sealed)) {

@@ -1,11 +1,10 @@
 /**
- * The native key lookup (native/src/users_lookup.c, in the brook_aead addon): findKey in one call per
+ * The native key lookup (native/src/users_lookup.c, in the brook_native addon): findKey in one call per
  * connection, checked once against the node:crypto lookup before it is used; null when the addon is
  * missing, lacks findKey (an older build, or a node without SHA256_Transform) or answers wrongly.
  */
-import { createRequire } from 'node:module';
-import { nativeLoadResult } from '../crypto/native.js';
 import { BrookError, ErrorCodes } from '../errors.js';
+import { type AddonCheck, loadAddon } from '../native/addon.js';
 import { deriveKey, nodeCryptoBackend } from '../protocol/cipher.js';
 import { KEY_SIZE, LENGTH_SIZE, NONCE_SIZE } from '../protocol/sizes.js';
 import { type FindKeyFn, LOOKUP_NONE } from './lookup-js.js';
@@ -21,22 +20,15 @@ interface LookupAddon {
 
 let addon: LookupAddon | null | undefined;
 
-/**
- * The addon's exports when they include findKey. The one place that finds the addon: it goes through
- * the AES backend's loader (src/crypto/native.ts), which require() caches, so this is the same module.
- */
+/** The addon file carries findKey (an older build, or a node without SHA256_Transform, has none). */
+const lookupCheck: AddonCheck<LookupAddon> = (a, path) =>
+  typeof a['findKey'] === 'function' && typeof a['findKeyPortable'] === 'function'
+    ? { ok: true, value: a as unknown as LookupAddon }
+    : { ok: false, reason: `${path} has no findKey` };
+
+/** The addon's exports when they include findKey, through the one addon loader (src/native/addon.ts). */
 function lookupAddon(): LookupAddon | null {
-  if (addon !== undefined) return addon;
-  addon = null;
-  const r = nativeLoadResult();
-  if (r.native && r.path !== null) {
-    try {
-      const m = createRequire(import.meta.url)(r.path) as Partial<LookupAddon>;
-      if (typeof m.findKey === 'function' && typeof m.findKeyPortable === 'function') addon = m as LookupAddon;
-    } catch {
-      /* the AES loader had it: a second require does not fail; if it did, node:crypto it is */
-    }
-  }
+  if (addon === undefined) addon = loadAddon(lookupCheck).value;
   return addon;
 }
 
@@ -44,7 +36,7 @@ function wrap(a: LookupAddon): FindKeyFn {
   return (nonce, sealed, passwords, offsets, info, order, keyOut) => {
     const r = a.findKey(nonce, sealed, passwords, offsets, info, order, keyOut);
     if (r >= LOOKUP_NONE) return r;
-    if (r === ST_ARGS) throw new TypeError('native findKey: bad arguments (12-byte nonce, 18 sealed bytes, Uint32Array offsets and order, 32-byte keyOut)');
+    if (r === ST_ARGS) throw new BrookError(ErrorCodes.NATIVE_ARGUMENT, 'native findKey: bad arguments (12-byte nonce, 18 sealed bytes, Uint32Array offsets and order, 32-byte keyOut)');
     throw new BrookError(ErrorCodes.INTERNAL, `native findKey: OpenSSL failure (status ${r === ST_INTERNAL ? 'internal' : r})`);
   };
 }
