@@ -14,6 +14,7 @@ import { BrookError, ErrorCodes } from '../errors.js';
 import { linkKindForServer, LINK_SCHEME, parseLink, parseServerUrl } from '../link.js';
 import { type Address, makeAddress, parseHostPort } from '../protocol/address.js';
 import type { AeadBackend } from '../protocol/cipher.js';
+import { protocolMode } from '../protocol/mode.js';
 import { DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint } from './dial.js';
 import { TunnelDuplex } from './duplex.js';
 
@@ -131,6 +132,7 @@ export async function dial(o: BrookDialOptions): Promise<BrookSocket> {
   const destination = destinationOf(o.destination);
   const t = await dialTunnel({
     ...s,
+    mode: protocolMode(s.withoutBrookProtocol),
     network: 'tcp',
     destination,
     timeoutMs: o.timeoutMs ?? DEFAULT_TUNNEL_TIMEOUT_MS,

@@ -24,14 +24,20 @@ import { type HandshakeFailureReason, type Metrics, noMetrics } from '../ops/met
 import type { DestinationPolicy } from '../policy/index.js';
 import { formatAddress } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
-import { createServerCodec, type SessionOptions } from '../protocol/session.js';
+import type { ServerCredential } from '../protocol/credential.js';
+import type { ProtocolMode } from '../protocol/mode.js';
+import type { CodecOptions } from '../protocol/session.js';
 import { startRelay, type RelayLike } from '../net/splice.js';
 import { tunnelTransform } from '../net/tunnel-transform.js';
 import { resetSocket } from '../net/reset.js';
 import type { ReplayGuard, ReplayVerdict } from './replay.js';
 import { UdpFlow } from './udpflow.js';
 
-export interface ServerTunnelOptions extends SessionOptions {
+export interface ServerTunnelOptions extends CodecOptions {
+  /** Brook or withoutBrookProtocol (the endpoint's flag, made a mode once: src/protocol/mode.ts). */
+  mode: ProtocolMode;
+  /** What the client's preamble is checked against (the password, made once per endpoint). */
+  credential: ServerCredential;
   /** TCP idle timeout in seconds (0 = none), upstream --tcpTimeout. */
   tcpTimeout: number;
   /** UDP flow idle timeout in seconds, upstream --udpTimeout. */
@@ -109,7 +115,7 @@ export interface TunnelHandle {
 export function serveTunnel(socket: Socket, head: Buffer, from: string, o: ServerTunnelOptions, events: TunnelEvents = {}): TunnelHandle {
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
-  const codec = createServerCodec(o);
+  const codec = o.mode.serverCodec(o.credential, o);
   const early: Buffer[] = [];
   /** Bytes in `early` (bounded by MAX_EARLY_PAYLOAD once the header is accepted). */
   let earlyBytes = 0;
@@ -337,11 +343,11 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
         }
         remote.setNoDelay(true);
         sendHello();
-        // withoutBrookProtocol TCP is raw bytes both ways: spliced in the kernel when it can be
-        // (src/net/splice.ts; never over wss, never in Brook mode). The payloads read while dialling
-        // go to the destination at once.
+        // a splicable mode's TCP (withoutBrookProtocol: raw bytes both ways) is spliced in the kernel
+        // when it can be (src/net/splice.ts; never over wss). The payloads read while dialling go to
+        // the destination at once.
         relay = startRelay(remote, socket, tunnelTransform(codec), {
-          splice: o.withoutBrookProtocol === true,
+          splice: codec.mode.splicable,
           idleTimeoutMs: o.tcpTimeout * 1000,
           keepaliveMs: o.keepaliveMs,
           initialPlain: stopEarly(),
