@@ -143,10 +143,10 @@ export class TunnelEndpoint {
       dialTimeoutMs: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       udpQueueLimit: opts.udpQueueLimit ?? DEFAULT_UDP_QUEUE_LIMIT,
       maxAheadSeconds: aheadSeconds,
-      // withoutBrookProtocol has no nonce: nothing to remember (protocol/probing.md#replays)
-      replay: !mode.replayNonce
-        ? null
-        : (opts.replay ?? createReplayCache({ capacity: opts.replayCacheSize, aheadSeconds, now: opts.now })),
+      // a mode without a client nonce (withoutBrookProtocol) has nothing to remember (protocol/probing.md#replays)
+      replay: mode.replayNonce
+        ? (opts.replay ?? createReplayCache({ capacity: opts.replayCacheSize, aheadSeconds, now: opts.now }))
+        : null,
       log: this.log,
       handshakeLog: this.handshakeLog,
       dialer: opts.dialer,
