@@ -26,6 +26,8 @@ import { BrookError, ErrorCodes } from '../src/errors.js';
 import { PLAIN_TRANSFORM, Relay, type TunnelTransform } from '../src/net/relay.js';
 import { BrookCipher, DEFAULT_HKDF_INFO, nodeCryptoBackend, type AeadBackend } from '../src/protocol/cipher.js';
 import { FragmentDecoder, FragmentEncoder } from '../src/protocol/fragment.js';
+import { passwordCredential } from '../src/protocol/credential.js';
+import { BROOK_MODE } from '../src/protocol/mode.js';
 import { createClientCodec, createServerCodec } from '../src/protocol/session.js';
 import { FRAGMENT_OVERHEAD, MAX_TCP_PAYLOAD, MAX_UDP_PAYLOAD, NONCE_SIZE, SEALED_LENGTH_SIZE, TAG_SIZE } from '../src/protocol/sizes.js';
 import { checkKeepalive } from '../src/net/tunnel-transform.js';
@@ -491,7 +493,8 @@ describe('against upstream-framed peers', () => {
         sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${sha1Accept(key)}\r\n\r\n`);
         handles.push(
           serveTunnel(sock, rest, 'test', {
-            password: PASSWORD,
+            mode: BROOK_MODE,
+            credential: passwordCredential(PASSWORD),
             tcpTimeout: 0,
             udpTimeout: 60,
             keepaliveMs: 150,

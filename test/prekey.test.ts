@@ -14,6 +14,7 @@ import { connectUpgraded, type ServerEndpoint, startTunnel } from '../src/client
 import { TunnelPool } from '../src/client/pool.js';
 import { ErrorCodes } from '../src/errors.js';
 import { nodeCryptoBackend } from '../src/protocol/cipher.js';
+import { BROOK_MODE } from '../src/protocol/mode.js';
 import { createClientCodec, createServerCodec, type PreparedClientKey, prepareClientKey } from '../src/protocol/session.js';
 import { NONCE_SIZE } from '../src/protocol/sizes.js';
 import { WsServer } from '../src/server/wsserver.js';
@@ -130,7 +131,7 @@ describe('TunnelPool with prepare', () => {
     const c = pool.take()!;
     expect(c.prepared).toBeDefined();
     expect(made).toContain(c.prepared);
-    const t = startTunnel(c, { ...session, network: 'tcp', destination: { type: 'ipv4', host: LOOPBACK, port: echo.port } });
+    const t = startTunnel(c, { ...session, mode: BROOK_MODE, network: 'tcp', destination: { type: 'ipv4', host: LOOPBACK, port: echo.port } });
     // the key went to this tunnel and cannot go to another
     expect(codeOf(() => createClientCodec({ ...session, network: 'tcp', destination: DEST, prepared: c.prepared }))).toBe(ErrorCodes.INTERNAL);
     const got: Buffer[] = [];

@@ -24,6 +24,7 @@ import { buildLink, parseLink } from '../src/link.js';
 import { FirstRecordSplitter, pauseMicros, type PauseFn } from '../src/net/tls-fragment.js';
 import { Ext } from '../src/tls/clienthello.js';
 import { formatFragmentSpec, MAX_FRAGMENT_DELAY_US, parseFragmentSpec, planPieces, type TlsFragmentSpec } from '../src/tls/fragment-spec.js';
+import { BROOK_MODE } from '../src/protocol/mode.js';
 import { type CapturedHello, type CapturedWss, type HelloCapture, startCapturedWss } from './helpers/clienthello-capture.js';
 import { type Closable, closeAll, exchangeThroughSocks, LOOPBACK, oneLineError, PASSWORD, startExchangeServer, waitFor } from './helpers/net.js';
 
@@ -201,7 +202,7 @@ describe('fragment: with sessions, the pool and tunnels', () => {
     const e = endpoint();
     const open = async () => {
       const next = cap.next();
-      const t = await dialTunnel({ endpoint: e, password: PASSWORD, network: 'tcp', destination: { type: 'ipv4', host: LOOPBACK, port: 9 }, timeoutMs: 10_000, tlsSessions: cache });
+      const t = await dialTunnel({ endpoint: e, password: PASSWORD, mode: BROOK_MODE, network: 'tcp', destination: { type: 'ipv4', host: LOOPBACK, port: 9 }, timeoutMs: 10_000, tlsSessions: cache });
       const reused = (t.socket as TLSSocket).isSessionReused();
       t.socket.destroy();
       return { reused, c: await next };

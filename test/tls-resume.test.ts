@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dialTunnel, type ServerEndpoint } from '../src/client/dial.js';
 import { TlsSessionCache } from '../src/client/tls-session.js';
 import { WsClient } from '../src/client/wsclient.js';
+import { BROOK_MODE } from '../src/protocol/mode.js';
 import { WsServer } from '../src/server/wsserver.js';
 import { selfSigned } from './helpers/cli.js';
 import { type Closable, closeAll, exchangeThroughSocks, LOOPBACK, PASSWORD, startExchangeServer, waitFor } from './helpers/net.js';
@@ -43,7 +44,7 @@ function endpoint(o: Partial<ServerEndpoint> = {}): ServerEndpoint {
 
 /** Open a tunnel (to a destination nobody dials: the socket is closed at once) and say whether TLS resumed. */
 async function resumed(e: ServerEndpoint, tlsSessions?: TlsSessionCache): Promise<boolean> {
-  const t = await dialTunnel({ endpoint: e, password: PASSWORD, network: 'tcp', destination: { type: 'ipv4', host: LOOPBACK, port: 9 }, timeoutMs: 5000, tlsSessions });
+  const t = await dialTunnel({ endpoint: e, password: PASSWORD, mode: BROOK_MODE, network: 'tcp', destination: { type: 'ipv4', host: LOOPBACK, port: 9 }, timeoutMs: 5000, tlsSessions });
   const r = (t.socket as TLSSocket).isSessionReused();
   t.socket.destroy();
   return r;

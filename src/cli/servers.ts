@@ -9,6 +9,7 @@
 import type { Command } from 'commander';
 import { askPrimary, inWorkerPool, type PrimaryService } from '../cluster.js';
 import { formatBound } from '../net/listen.js';
+import { protocolMode } from '../protocol/mode.js';
 import { DEFAULT_PROBE_BYTE_BUDGET, DEFAULT_PROBE_TIMEOUT_MS } from '../server/tunnel.js';
 import {
   answerReplayQuestions,
@@ -112,16 +113,16 @@ export type WssServerFlags = FlagValues<typeof WSSSERVER_FLAGS>;
 
 const REPLAY_SERVICE = 'replay';
 
-/** The primary's replay cache, answering its workers (Brook mode only: withoutBrookProtocol has no nonce). */
+/** The primary's replay cache, answering its workers (a mode with a client nonce only: withoutBrookProtocol has none). */
 function replayService(f: ServerFlags): PrimaryService[] {
-  if (f.withoutBrookProtocol) return [];
+  if (!protocolMode(f.withoutBrookProtocol).replayNonce) return [];
   const answer = answerReplayQuestions(new ReplayCache({ capacity: f.replayCacheSize, aheadSeconds: f.maxTimeAhead }));
   return [{ name: REPLAY_SERVICE, answer }];
 }
 
 /** The replay guard of this process: the primary's in a worker pool, else the server's own cache (undefined). */
 function replayGuard(f: ServerFlags): ReplayGuard | undefined {
-  if (f.withoutBrookProtocol || !inWorkerPool()) return undefined;
+  if (!protocolMode(f.withoutBrookProtocol).replayNonce || !inWorkerPool()) return undefined;
   return remoteReplayGuard((q) => askPrimary(REPLAY_SERVICE, q, REPLAY_ANSWER_TIMEOUT_MS));
 }
 

@@ -16,6 +16,7 @@ import { type Address, makeAddress, parseHostPort } from '../protocol/address.js
 import type { AeadBackend } from '../protocol/cipher.js';
 import { parseTlsFingerprint, type TlsFingerprint } from '../tls/fingerprint.js';
 import { checkFragmentSpec, parseFragmentSpec, type TlsFragmentSpec } from '../tls/fragment-spec.js';
+import { protocolMode } from '../protocol/mode.js';
 import { DEFAULT_TUNNEL_TIMEOUT_MS, dialTunnel, type ServerEndpoint } from './dial.js';
 import { TunnelDuplex } from './duplex.js';
 
@@ -160,6 +161,7 @@ export async function dial(o: BrookDialOptions): Promise<BrookSocket> {
   const destination = destinationOf(o.destination);
   const t = await dialTunnel({
     ...s,
+    mode: protocolMode(s.withoutBrookProtocol),
     network: 'tcp',
     destination,
     timeoutMs: o.timeoutMs ?? DEFAULT_TUNNEL_TIMEOUT_MS,

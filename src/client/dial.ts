@@ -24,7 +24,8 @@ import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { fragmentingTransport } from '../net/tls-fragment.js';
 import type { Address } from '../protocol/address.js';
 import type { Network } from '../protocol/header.js';
-import { type ClientCodec, createClientCodec, type PreparedClientKey, type SessionOptions } from '../protocol/session.js';
+import type { ProtocolMode } from '../protocol/mode.js';
+import type { ClientCodec, PasswordOptions, PreparedClientKey } from '../protocol/session.js';
 import { buildUpgradeRequest, newWebSocketKey, parseUpgradeResponse, type RandomSource } from '../protocol/upgrade.js';
 import { connectOptionsFor, contextOptionsFor, type TlsFingerprint } from '../tls/fingerprint.js';
 import type { TlsFragmentSpec } from '../tls/fragment-spec.js';
@@ -65,7 +66,9 @@ export interface ConnectOptions {
 }
 
 /** What startTunnel() needs: the tunnel's own settings. */
-export interface TunnelStartOptions extends SessionOptions {
+export interface TunnelStartOptions extends PasswordOptions {
+  /** Brook or withoutBrookProtocol (the caller's flag made a mode once: src/protocol/mode.ts). */
+  mode: ProtocolMode;
   network: Network;
   destination: Address;
 }
@@ -102,7 +105,7 @@ export function dialTunnel(o: DialOptions): Promise<OpenTunnel> {
  * Synchronous: nothing happens between the two.
  */
 export function startTunnel(u: UpgradedConnection, o: TunnelStartOptions): OpenTunnel {
-  const codec = createClientCodec({ ...o, network: o.network, destination: o.destination, prepared: u.prepared });
+  const codec = o.mode.clientCodec({ ...o, network: o.network, destination: o.destination, prepared: u.prepared });
   u.socket.write(codec.hello());
   return { socket: u.socket, codec, leftover: u.leftover };
 }

@@ -17,8 +17,8 @@ import type { Socket } from 'node:net';
 import { type BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import { type Address, formatAddress, formatHostPort } from '../protocol/address.js';
+import type { ProtocolMode } from '../protocol/mode.js';
 import type { ClientCodec } from '../protocol/session.js';
-import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
 import type { UdpAssociation } from '../socks5/server.js';
 import type { OpenTunnel } from './dial.js';
 
@@ -39,7 +39,8 @@ export interface ClientUdpFlowsOptions {
   /** WsClient's stats: dropped datagrams are counted here. */
   stats: { udpDropped: number };
   metrics: Metrics;
-  withoutBrookProtocol?: boolean;
+  /** The tunnels' mode: its bound on a datagram (maxUdpPayload). */
+  mode: ProtocolMode;
   /** Seconds idle before a flow closes (default 60; 0 or less = never). */
   udpTimeout?: number;
   /** Bytes queued per flow while its tunnel opens (default DEFAULT_UDP_FLOW_QUEUE_LIMIT). */
@@ -83,7 +84,7 @@ export class ClientUdpFlows {
 
   /** A datagram from the SOCKS5 relay, for `dst`. */
   onDatagram(assoc: UdpAssociation, dst: Address, data: Buffer): void {
-    const max = this.o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
+    const max = this.o.mode.maxUdpPayload;
     if (data.length > max) {
       this.o.stats.udpDropped++;
       this.o.logError(clientOf(assoc), dst, { message: `datagram of ${data.length} bytes exceeds ${max}`, code: ErrorCodes.PAYLOAD_OVERSIZED });

@@ -37,7 +37,7 @@ import {
   type UpgradedConnection,
 } from './dial.js';
 import { TunnelPool } from './pool.js';
-import { prepareClientKey } from '../protocol/session.js';
+import { type ProtocolMode, protocolMode } from '../protocol/mode.js';
 import { TlsSessionCache } from './tls-session.js';
 import { TunnelDuplex } from './duplex.js';
 import { ClientUdpFlows, type FailureLine } from './udp-flows.js';
@@ -101,10 +101,14 @@ export class WsClient {
   readonly pool: TunnelPool | null;
   /** wss: kept TLS sessions (null: off). */
   readonly tlsSessions: TlsSessionCache | null;
+  /** Brook or withoutBrookProtocol: the option's flag made a mode once (src/protocol/mode.ts). */
+  private readonly mode: ProtocolMode;
 
   constructor(private readonly o: WsClientOptions) {
     if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
     checkKeepalive(o.keepalive, o.withoutBrookProtocol);
+    this.mode = protocolMode(o.withoutBrookProtocol);
+    const mode = this.mode;
     this.tlsSessions = o.tlsResume && o.endpoint.secure ? new TlsSessionCache() : null;
     const p = o.pool;
     this.pool =
@@ -120,9 +124,9 @@ export class WsClient {
                 signal,
               }),
             // each idle connection's client nonce + key, made while it waits (protocol/prewarm.md)
-            ...(o.withoutBrookProtocol
-              ? {}
-              : { prepare: () => prepareClientKey({ password: o.password, clientHKDFInfo: o.clientHKDFInfo, backend: o.backend }) }),
+            ...(mode.preparable
+              ? { prepare: () => mode.prepareClientKey({ password: o.password, clientHKDFInfo: o.clientHKDFInfo, backend: o.backend }) }
+              : {}),
           })
         : null;
     this.metrics = o.metrics ?? noMetrics;
@@ -144,7 +148,7 @@ export class WsClient {
       logError: (from, dst, err) => this.logError(from, dst, 'udp', err),
       stats: this.stats,
       metrics: this.metrics,
-      withoutBrookProtocol: o.withoutBrookProtocol,
+      mode,
       udpTimeout: o.udpTimeout,
       udpQueueLimit: o.udpQueueLimit,
     });
@@ -197,9 +201,9 @@ export class WsClient {
       t.socket.destroy();
       return;
     }
-    // withoutBrookProtocol TCP is raw bytes both ways: spliced in the kernel when it can be (src/net/splice.ts)
+    // a splicable mode's TCP (withoutBrookProtocol: raw bytes both ways) is spliced in the kernel when it can be (src/net/splice.ts)
     const relay = startRelay(local, t.socket, tunnelTransform(t.codec), {
-      splice: o.withoutBrookProtocol === true,
+      splice: t.codec.mode.splicable,
       idleTimeoutMs: (o.tcpTimeout ?? 0) * 1000,
       keepaliveMs: (o.keepalive ?? 0) * 1000,
       initialTunnel: t.leftover,
@@ -234,7 +238,7 @@ export class WsClient {
     return {
       endpoint: this.o.endpoint,
       password: this.o.password,
-      withoutBrookProtocol: this.o.withoutBrookProtocol,
+      mode: this.mode,
       clientHKDFInfo: this.o.clientHKDFInfo,
       serverHKDFInfo: this.o.serverHKDFInfo,
       now: this.o.now,

@@ -4,6 +4,7 @@
  * ends: the client (src/client/wsclient.ts) and the server (src/server/tunnel.ts).
  */
 import { BrookError, ErrorCodes } from '../errors.js';
+import { protocolMode } from '../protocol/mode.js';
 import type { TunnelTransform } from './relay.js';
 
 /** The relay's view of a codec: open what arrives, seal what leaves (into reused buffers when it can). */
@@ -35,7 +36,7 @@ export function tunnelTransform(codec: {
 export function checkKeepalive(seconds: number | undefined, withoutBrookProtocol: boolean | undefined): void {
   if (seconds === undefined || seconds === 0) return;
   if (!Number.isFinite(seconds) || seconds < 0) throw new BrookError(ErrorCodes.CONFIG, `--keepalive must be a number of seconds, got ${seconds}`);
-  if (withoutBrookProtocol) {
+  if (!protocolMode(withoutBrookProtocol).keepalive) {
     throw new BrookError(ErrorCodes.CONFIG, '--keepalive needs the Brook protocol: withoutBrookProtocol has no framing to carry an empty message');
   }
 }

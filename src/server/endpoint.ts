@@ -16,6 +16,8 @@ import { BrookError, ErrorCodes } from '../errors.js';
 import { createLogger, type Logger, rateLimitLogger, type RateLimitedLogger } from '../log.js';
 import type { Clock } from '../protocol/header.js';
 import type { AeadBackend } from '../protocol/cipher.js';
+import { passwordCredential } from '../protocol/credential.js';
+import { protocolMode } from '../protocol/mode.js';
 import { buildUpgradeResponse, checkUpgradeRequest } from '../protocol/upgrade.js';
 import {
   DEFAULT_DIAL_TIMEOUT_MS,
@@ -124,9 +126,11 @@ export class TunnelEndpoint {
     this.host = opts.host !== undefined ? checkHostFlag(opts.host) : null;
     this.handshakeLog = rateLimitLogger(this.log, { key: (e) => String(e['code'] ?? '') });
     const aheadSeconds = opts.maxTimeAheadSeconds ?? DEFAULT_MAX_HEADER_AHEAD_SECONDS;
+    // the flag becomes the mode here, once; the password its credential (src/protocol/mode.ts, credential.ts)
+    const mode = protocolMode(opts.withoutBrookProtocol);
     this.tunnelOptions = {
-      password: opts.password,
-      withoutBrookProtocol: opts.withoutBrookProtocol ?? false,
+      mode,
+      credential: passwordCredential(opts.password),
       clientHKDFInfo: opts.clientHKDFInfo,
       serverHKDFInfo: opts.serverHKDFInfo,
       now: opts.now,
@@ -139,10 +143,10 @@ export class TunnelEndpoint {
       dialTimeoutMs: opts.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
       udpQueueLimit: opts.udpQueueLimit ?? DEFAULT_UDP_QUEUE_LIMIT,
       maxAheadSeconds: aheadSeconds,
-      // withoutBrookProtocol has no nonce: nothing to remember (protocol/probing.md#replays)
-      replay: opts.withoutBrookProtocol
-        ? null
-        : (opts.replay ?? createReplayCache({ capacity: opts.replayCacheSize, aheadSeconds, now: opts.now })),
+      // a mode without a client nonce (withoutBrookProtocol) has nothing to remember (protocol/probing.md#replays)
+      replay: mode.replayNonce
+        ? (opts.replay ?? createReplayCache({ capacity: opts.replayCacheSize, aheadSeconds, now: opts.now }))
+        : null,
       log: this.log,
       handshakeLog: this.handshakeLog,
       dialer: opts.dialer,

@@ -34,7 +34,6 @@ import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { formatAddress, formatHostPort } from '../protocol/address.js';
 import type { FirstPayload } from '../protocol/header.js';
 import type { ServerCodec } from '../protocol/session.js';
-import { MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../protocol/sizes.js';
 import type { ServerTunnelOptions } from './tunnel.js';
 
 /** Log lines per flow for dropped datagrams / send errors (later ones are only counted). */
@@ -73,7 +72,7 @@ export class UdpFlow {
     /** Where to send (the destination's host, or the address the block check resolved). */
     private readonly dialHost: string = header.destination.host,
   ) {
-    this.maxReply = o.withoutBrookProtocol ? MAX_WOB_UDP_PAYLOAD : MAX_UDP_PAYLOAD;
+    this.maxReply = codec.mode.maxUdpPayload;
     this.metrics = o.metrics ?? noMetrics;
     this.from = formatHostPort(tunnel.remoteAddress ?? '', tunnel.remotePort);
     this.queue = [];
