@@ -26,6 +26,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import type net from 'node:net';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { BrookError } from '../src/errors.js';
 import { nodeCryptoBackend } from '../src/protocol/cipher.js';
@@ -335,9 +336,11 @@ function loopbackOnly(kind: LiveKind, b: Buffer): boolean {
 
 // ---------------------------------------------------------------- main
 
+const loadText = () => `load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+
 async function main(): Promise<void> {
   const t0 = now();
-  say(`brook-ts fuzz, seed ${SEED} (rerun with --seed ${SEED}); ${new Date().toISOString()}`);
+  say(`brook-ts fuzz, seed ${SEED} (rerun with --seed ${SEED}); ${new Date().toISOString()}; ${loadText()}`);
   let crashes = 0;
   let validRefused = 0;
   if (!boolFlag('no-decoders')) {
@@ -377,7 +380,8 @@ async function main(): Promise<void> {
   }
   for (const c of crashReports) say('\n' + c);
   const secs = (now() - t0) / 1000;
-  say(`\nduration ${secs.toFixed(0)} s; crashes ${crashes}; valid inputs refused ${validRefused}; verdict: ${crashes === 0 && validRefused === 0 && liveOk ? 'PASS' : 'FAIL'} (seed ${SEED})`);
+  say(`\n${loadText()} at the end (${cpus().length} CPUs; the figures are noisy when others load the machine)`);
+  say(`duration ${secs.toFixed(0)} s; crashes ${crashes}; valid inputs refused ${validRefused}; verdict: ${crashes === 0 && validRefused === 0 && liveOk ? 'PASS' : 'FAIL'} (seed ${SEED})`);
   if (out) {
     writeFileSync(out, lines.join('\n') + '\n');
     process.stderr.write(`[fuzz] summary written to ${out}\n`);
