@@ -15,7 +15,7 @@ import { MAX_TCP_PAYLOAD, MAX_UDP_PAYLOAD, MAX_WOB_UDP_PAYLOAD } from '../src/pr
 import { buildUpgradeResponse, checkUpgradeRequest, type HeaderBag, parseUpgradeResponse } from '../src/protocol/upgrade.js';
 import { buildWobHeader, encodeWobDatagram, WobDatagramDecoder, WobHeaderDecoder, wobPasswordHash } from '../src/protocol/wob.js';
 import { parseGreeting, parseRequest, parseUdpHeader, parseUserPassAuth } from '../src/socks5/codec.js';
-import { parseAuthority, parseProxyRequest, splitAbsoluteUri } from '../src/httpproxy/codec.js';
+import { parseAuthority, parseProxyRequest, ProxyRequestReader, splitAbsoluteUri } from '../src/httpproxy/codec.js';
 import { type Rng, split } from './hostile.js';
 
 export const FUZZ_PASSWORD = 'fuzz-password';
@@ -358,6 +358,36 @@ const httpProxyTarget: Target = {
   },
 };
 
+type ProxyParse = ReturnType<typeof parseProxyRequest>;
+const describeParse = (r: ProxyParse) =>
+  r === null ? 'incomplete' : `${r.request.kind} ${r.request.destination.host}:${r.request.destination.port} head ${r.request.head.headSize}`;
+
+/** The reader a connection uses, fed the input in pieces, must decide as parseProxyRequest does on all of it. */
+const httpReaderTarget: Target = {
+  name: 'HTTP proxy request reader',
+  valid: (rng) => httpProxyTarget.valid(rng),
+  decode(input, rng, valid) {
+    const max = !valid && rng.chance(0.1) ? 128 : undefined;
+    let want: string;
+    try {
+      want = describeParse(parseProxyRequest(input, max));
+    } catch (e) {
+      if (!(e instanceof BrookError)) throw e;
+      want = e.code;
+    }
+    const reader = new ProxyRequestReader(max);
+    let r: ProxyParse = null;
+    try {
+      for (const c of split(rng, input)) if ((r = reader.push(c)) !== null) break;
+    } catch (e) {
+      if (e instanceof BrookError) expect(e.code === want, `reader threw ${e.code}, parseProxyRequest gave ${want}`);
+      throw e;
+    }
+    expect(describeParse(r) === want, `reader gave ${describeParse(r)}, parseProxyRequest ${want}`);
+    return { items: [r] };
+  },
+};
+
 const httpAuthorityTarget: Target = {
   name: 'HTTP proxy authority/URI',
   valid(rng) {
@@ -396,6 +426,7 @@ export function targets(backends: Array<{ label: string; backend: AeadBackend }>
     socksRequest,
     socksUdp,
     httpProxyTarget,
+    httpReaderTarget,
     httpAuthorityTarget,
   ];
 }

@@ -7,17 +7,26 @@
  *    BrookError may come out (anything else is a crash); an untouched encoding must decode.
  * 2. Live: 100,000 connections of random or mutated bytes at a CLI wsserver (raw HTTP, and after
  *    a valid upgrade) and at a CLI wsclient's SOCKS5 and HTTP proxy ports, at bounded concurrency,
- *    each hung up with a FIN or an RST. Zero crashes (no child may exit); descriptors and RSS of
- *    both processes sampled before, after each quarter (the first is the warm-up) and after a settle period.
+ *    each hung up with a FIN or an RST. Zero crashes (no child may exit). Both processes sampled
+ *    (bench/fuzz-memory.ts: descriptors, RSS, and heap after full GCs) before, after each quarter,
+ *    and settled (every connection gone) after the first quarter (the warm-up) and after the last:
+ *    descriptors back to before, held memory flat between the two settled samples.
  *
  *   npx tsx bench/fuzz.ts [--seed N] [--inputs N] [--connections N] [--concurrency N] [--settle S]
  *                         [--only TEXT] [--index I] [--no-live] [--no-decoders] [--quick] [--out FILE]
+ *                         [--node-args 'FLAGS'] [--snapshots DIR] [--hold S]
  *     --only/--index  rerun the decoders whose name contains TEXT (with --index: that one input, printed)
- *     --quick         50,000 inputs, 3,000 connections, 5 s settle, no results file
+ *     --quick         50,000 inputs, 3,000 connections, no results file
  *     --out           where the summary goes (default bench/results/fuzz.txt; --quick: none)
+ *     --settle        the longest wait, after the warm-up and after the last quarter, for every connection to be gone
+ *   For a memory question (bench/fuzz-memory.ts):
+ *     --node-args     node flags for both children, e.g. '--max-old-space-size=48' (a leak then ends in a crash)
+ *     --snapshots     a heap snapshot of each child at each sample, into DIR (slow; RSS figures then include the snapshots' own)
+ *     --hold          keep both children running S s after the last sample, pids printed (e.g. to attach gdb)
  */
 import { writeFileSync } from 'node:fs';
 import type net from 'node:net';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { BrookError } from '../src/errors.js';
 import { nodeCryptoBackend } from '../src/protocol/cipher.js';
@@ -25,9 +34,10 @@ import { nativeLoadResult } from '../src/crypto/native.js';
 import { parseProxyRequest } from '../src/httpproxy/codec.js';
 import { parseGreeting, parseRequest } from '../src/socks5/codec.js';
 import { type Decoded, Mismatch, targets } from './fuzz-targets.js';
+import { MemoryProbe, resourceReport, type Sample, type Samples, settleDescriptors } from './fuzz-memory.js';
 import {
-  boolFlag, brookHello, connectTcp, echoServer, fdCount, flag, hangUp, ipv4Address, mib, mutate, now, numFlag, PASSWORD, type Pair,
-  pool, RESULTS, Rng, rssKiB, sleep, split, startPair, stopPair, table, udpEcho, upgrade, upgradeRequest,
+  boolFlag, brookHello, connectTcp, echoServer, flag, hangUp, ipv4Address, mutate, now, numFlag, PASSWORD, type Pair,
+  pool, RESULTS, Rng, sleep, split, startPair, stopPair, table, udpEcho, upgrade, upgradeRequest,
 } from './hostile.js';
 
 const quick = boolFlag('quick');
@@ -35,7 +45,9 @@ const SEED = numFlag('seed', Date.now() % 0x7fff_ffff) >>> 0;
 const INPUTS = numFlag('inputs', quick ? 50_000 : 1_000_000);
 const CONNECTIONS = numFlag('connections', quick ? 3_000 : 100_000);
 const CONCURRENCY = numFlag('concurrency', 64);
-const SETTLE_S = numFlag('settle', quick ? 5 : 40);
+/** At most this for every connection to be gone: the server's probe deadline (30 s) and some. */
+const SETTLE_S = numFlag('settle', 40);
+const HOLD_S = numFlag('hold', 0);
 /** Share of inputs that are pure random bytes / untouched valid encodings (the rest are mutated). */
 const RANDOM_SHARE = 0.25;
 const VALID_SHARE = 0.1;
@@ -45,6 +57,8 @@ const AFTER_FIN_WAIT_MS = 200;
 /** The live run goes in this many parts, sampled after each; the first is the warm-up. */
 const LIVE_PARTS = 4;
 const MAX_CRASH_REPORTS = 10;
+/** Descriptors may differ by a few from the start (lazily opened files). */
+const FD_TOLERANCE = 4;
 const out = flag('out') ?? (quick ? undefined : join(RESULTS, 'fuzz.txt'));
 
 const lines: string[] = [];
@@ -150,12 +164,7 @@ interface LiveStats {
   serverClosedFirst: number;
 }
 
-interface Sample {
-  fds: number;
-  rssKiB: number;
-}
-
-async function fuzzLive(): Promise<{ kinds: Map<LiveKind, LiveStats>; samples: Record<string, { server: Sample; client: Sample }>; codes: Map<string, number>; exits: string[]; seconds: number }> {
+async function fuzzLive(): Promise<{ kinds: Map<LiveKind, LiveStats>; samples: Samples; codes: Map<string, number>; exits: string[]; seconds: number }> {
   const echo = await echoServer();
   const uecho = await udpEcho();
   const codes = new Map<string, number>();
@@ -164,7 +173,10 @@ async function fuzzLive(): Promise<{ kinds: Map<LiveKind, LiveStats>; samples: R
     const k = m ? m[1]! : /"msg":"([^"]+)"/.exec(line)?.[1] ?? 'other';
     codes.set(k, (codes.get(k) ?? 0) + 1);
   };
-  const pair: Pair = await startPair({ http: true, keepLines: false, onServerLine: count, onClientLine: count });
+  const probe = new MemoryProbe({ snapshots: flag('snapshots'), nodeArgs: flag('node-args')?.split(' ').filter(Boolean) });
+  const pair: Pair = await startPair({
+    http: true, keepLines: false, onServerLine: count, onClientLine: count, serverRun: probe.run('wsserver'), clientRun: probe.run('wsclient'),
+  });
   const exits: string[] = [];
   let stopping = false;
   for (const c of [pair.server, pair.client!]) {
@@ -172,12 +184,10 @@ async function fuzzLive(): Promise<{ kinds: Map<LiveKind, LiveStats>; samples: R
       if (!stopping) exits.push(`${c.name} exited (${code ?? sig}): ${c.stderr.slice(-1500)}`);
     });
   }
-  const sample = (): { server: Sample; client: Sample } => ({
-    server: { fds: fdCount(pair.server.pid), rssKiB: rssKiB(pair.server.pid) },
-    client: { fds: fdCount(pair.client!.pid), rssKiB: rssKiB(pair.client!.pid) },
-  });
+  const sample = async (): Promise<{ server: Sample; client: Sample }> => ({ server: await probe.sample(pair.server), client: await probe.sample(pair.client!) });
   await sleep(1000);
-  const samples: Record<string, { server: Sample; client: Sample }> = { before: sample() };
+  const samples: Samples = { before: await sample() };
+  const settle = () => settleDescriptors([pair.server, pair.client!], samples['before']!, FD_TOLERANCE, SETTLE_S);
   const kinds = new Map<LiveKind, LiveStats>(LIVE_KINDS.map(([k]) => [k, { connections: 0, connectErrors: 0, upgradeRefused: 0, serverClosedFirst: 0 }]));
   const rngLive = new Rng(SEED ^ 0x5bd1e995);
   const pickKind = (rng: Rng): LiveKind => {
@@ -243,15 +253,19 @@ async function fuzzLive(): Promise<{ kinds: Map<LiveKind, LiveStats>; samples: R
       done++;
     });
     await sleep(1000);
-    samples[q === 1 ? 'after warm-up' : `after ${q}/${LIVE_PARTS}`] = sample();
+    samples[q === 1 ? 'after warm-up' : `after ${q}/${LIVE_PARTS}`] = await sample();
+    if (q === 1) samples[`warm-up settled (${await settle()})`] = await sample();
   }
   clearInterval(progress);
   const seconds = (now() - t0) / 1000;
-  process.stderr.write(`[fuzz] live: settling ${SETTLE_S} s\n`);
-  await sleep(SETTLE_S * 1000);
-  samples[`after ${SETTLE_S} s settle`] = sample();
+  samples[`end settled (${await settle()})`] = await sample();
+  if (HOLD_S > 0) {
+    process.stderr.write(`[fuzz] live: holding the pair ${HOLD_S} s (wsserver pid ${pair.server.pid}, wsclient pid ${pair.client!.pid})\n`);
+    await sleep(HOLD_S * 1000);
+  }
   stopping = true;
   await stopPair(pair);
+  probe.close();
   echo.close();
   uecho.sock.close();
   return { kinds, samples, codes, exits, seconds };
@@ -322,9 +336,11 @@ function loopbackOnly(kind: LiveKind, b: Buffer): boolean {
 
 // ---------------------------------------------------------------- main
 
+const loadText = () => `load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+
 async function main(): Promise<void> {
   const t0 = now();
-  say(`brook-ts fuzz, seed ${SEED} (rerun with --seed ${SEED}); ${new Date().toISOString()}`);
+  say(`brook-ts fuzz, seed ${SEED} (rerun with --seed ${SEED}); ${new Date().toISOString()}; ${loadText()}`);
   let crashes = 0;
   let validRefused = 0;
   if (!boolFlag('no-decoders')) {
@@ -354,33 +370,18 @@ async function main(): Promise<void> {
       ),
     );
     say('');
-    const names = Object.keys(r.samples);
-    say(
-      table(
-        ['process', ...names.map((n) => `fds ${n}`), ...names.map((n) => `RSS MiB ${n}`)],
-        (['server', 'client'] as const).map((p) => [`ws${p}`, ...names.map((n) => r.samples[n]![p].fds), ...names.map((n) => mib(r.samples[n]![p].rssKiB))]),
-      ),
-    );
+    const res = resourceReport(r.samples, CONNECTIONS - Math.floor(CONNECTIONS / LIVE_PARTS), { fdTolerance: FD_TOLERANCE, judgeRss: !flag('snapshots') });
+    for (const l of res.lines.slice(0, -res.verdicts)) say(l);
     say(`\nlog lines by code: ${[...r.codes].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);
-    const settled = r.samples[names[names.length - 1]!]!;
-    const before = r.samples['before']!;
-    const warm = r.samples['after warm-up']!;
-    const fdGrowth = { server: settled.server.fds - before.server.fds, client: settled.client.fds - before.client.fds };
-    const rssGrowth = { server: settled.server.rssKiB - warm.server.rssKiB, client: settled.client.rssKiB - warm.client.rssKiB };
-    /** Descriptors may differ by a few (lazily opened files); memory by what a GC cycle moves. */
-    const FD_TOLERANCE = 4;
-    const RSS_TOLERANCE_KIB = 32 * 1024;
-    const fdFlat = fdGrowth.server <= FD_TOLERANCE && fdGrowth.client <= FD_TOLERANCE;
-    const rssFlat = rssGrowth.server <= RSS_TOLERANCE_KIB && rssGrowth.client <= RSS_TOLERANCE_KIB;
-    say(`descriptors settled - before: server ${fdGrowth.server >= 0 ? '+' : ''}${fdGrowth.server}, client ${fdGrowth.client >= 0 ? '+' : ''}${fdGrowth.client} -> ${fdFlat ? 'flat' : 'GROWTH'} (tolerance ${FD_TOLERANCE})`);
-    say(`RSS settled - after warm-up: server ${mib(rssGrowth.server)} MiB, client ${mib(rssGrowth.client)} MiB -> ${rssFlat ? 'flat' : 'GROWTH'} (tolerance ${RSS_TOLERANCE_KIB / 1024} MiB)`);
+    for (const l of res.lines.slice(-res.verdicts)) say(l);
+    liveOk = res.ok;
     for (const e of r.exits) say(`CRASH: ${e}`);
     crashes += r.exits.length;
-    liveOk = fdFlat && rssFlat;
   }
   for (const c of crashReports) say('\n' + c);
   const secs = (now() - t0) / 1000;
-  say(`\nduration ${secs.toFixed(0)} s; crashes ${crashes}; valid inputs refused ${validRefused}; verdict: ${crashes === 0 && validRefused === 0 && liveOk ? 'PASS' : 'FAIL'} (seed ${SEED})`);
+  say(`\n${loadText()} at the end (${cpus().length} CPUs; the figures are noisy when others load the machine)`);
+  say(`duration ${secs.toFixed(0)} s; crashes ${crashes}; valid inputs refused ${validRefused}; verdict: ${crashes === 0 && validRefused === 0 && liveOk ? 'PASS' : 'FAIL'} (seed ${SEED})`);
   if (out) {
     writeFileSync(out, lines.join('\n') + '\n');
     process.stderr.write(`[fuzz] summary written to ${out}\n`);

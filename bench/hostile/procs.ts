@@ -22,6 +22,12 @@ export interface Child {
 
 const children = new Set<Child>();
 
+/** How a child is started beyond its arguments: node's own flags before the CLI, extra environment. */
+export interface NodeRun {
+  nodeArgs?: string[];
+  env?: Record<string, string>;
+}
+
 /**
  * Start a brook-ts command. With `nofile` it runs under `ulimit -n nofile`
  * (bash execs node, so the pid is node's).
@@ -29,18 +35,22 @@ const children = new Set<Child>();
 export function startBrook(
   name: string,
   args: string[],
-  o: { nofile?: number; keepLines?: boolean; onLine?: (line: string) => void } = {},
+  o: { nofile?: number; keepLines?: boolean; onLine?: (line: string) => void } & NodeRun = {},
 ): Child {
   const cmd = o.nofile ? 'bash' : process.execPath;
-  const argv = o.nofile
-    ? ['-c', `ulimit -n ${o.nofile} && exec "$0" "$@"`, process.execPath, BROOK, ...args]
-    : [BROOK, ...args];
+  const node = [...(o.nodeArgs ?? []), BROOK, ...args];
+  const argv = o.nofile ? ['-c', `ulimit -n ${o.nofile} && exec "$0" "$@"`, process.execPath, ...node] : node;
   return startProcess(name, cmd, argv, o);
 }
 
 /** Any child process (a destination, a helper); its stdout lines kept (unless keepLines is false) and passed to onLine. */
-export function startProcess(name: string, cmd: string, args: string[], o: { keepLines?: boolean; onLine?: (line: string) => void } = {}): Child {
-  const cp = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startProcess(
+  name: string,
+  cmd: string,
+  args: string[],
+  o: { keepLines?: boolean; onLine?: (line: string) => void; env?: Record<string, string> } = {},
+): Child {
+  const cp = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: o.env ? { ...process.env, ...o.env } : process.env });
   const c: Child = { name, cp, pid: cp.pid!, lines: [], lineCount: 0, stderr: '', exited: null };
   children.add(c);
   let partial = '';
@@ -121,12 +131,16 @@ export async function startPair(o: {
   keepLines?: boolean;
   onServerLine?: (line: string) => void;
   onClientLine?: (line: string) => void;
+  /** Node flags and environment of each child. */
+  serverRun?: NodeRun;
+  clientRun?: NodeRun;
 }): Promise<Pair> {
   const serverPort = await freePort();
   const server = startBrook('wsserver', ['wsserver', '--listen', `127.0.0.1:${serverPort}`, '--password', PASSWORD, ...(o.serverArgs ?? [])], {
     nofile: o.nofile,
     keepLines: o.keepLines,
     onLine: o.onServerLine,
+    ...o.serverRun,
   });
   await waitPort(serverPort, server);
   const socksPort = await freePort();
@@ -135,7 +149,7 @@ export async function startPair(o: {
   const client = startBrook('wsclient', [
     'wsclient', '--wsserver', `ws://127.0.0.1:${serverPort}${WS_PATH}`, '--password', o.password ?? PASSWORD,
     '--socks5', `127.0.0.1:${socksPort}`, ...(httpPort ? ['--http', `127.0.0.1:${httpPort}`] : []), ...(o.clientArgs ?? []),
-  ], { keepLines: o.keepLines, onLine: o.onClientLine });
+  ], { keepLines: o.keepLines, onLine: o.onClientLine, ...o.clientRun });
   await waitPort(socksPort, client);
   if (httpPort) await waitPort(httpPort, client);
   return { server, client, serverPort, socksPort, httpPort };

@@ -23,8 +23,8 @@ import {
   CONNECT_ESTABLISHED,
   MAX_HEAD_SIZE,
   errorResponse,
-  parseProxyRequest,
   type ProxyRequest,
+  ProxyRequestReader,
 } from './codec.js';
 
 export const DEFAULT_HEAD_TIMEOUT_MS = 30_000;
@@ -80,7 +80,7 @@ export function createHttpProxyServer(opts: HttpProxyServerOptions): HttpProxySe
   function handle(client: net.Socket): void {
     track(client);
     const clientName = `${client.remoteAddress}:${client.remotePort}`;
-    let buffered: Buffer = Buffer.alloc(0);
+    let reader: ProxyRequestReader | null = new ProxyRequestReader(maxHeadSize);
     let state: 'head' | 'dialing' | 'relay' | 'closed' = 'head';
     let upstream: Duplex | undefined;
 
@@ -90,6 +90,7 @@ export function createHttpProxyServer(opts: HttpProxyServerOptions): HttpProxySe
       state = 'closed';
       clearTimeout(timer);
       client.off('data', onData);
+      reader = null;
       log({ event: status === 502 || status === 504 ? 'dial-failed' : 'reject', client: clientName, status, code, message });
       if (!client.destroyed && client.writable) {
         // Send the answer, then keep reading (and discarding) what the client still
@@ -113,11 +114,12 @@ export function createHttpProxyServer(opts: HttpProxyServerOptions): HttpProxySe
     timer.unref?.();
 
     const onData = (chunk: Buffer): void => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      let parsed: ReturnType<typeof parseProxyRequest>;
+      if (!reader) return;
+      let parsed: ReturnType<ProxyRequestReader['push']>;
       try {
-        parsed = parseProxyRequest(buffered, maxHeadSize);
+        parsed = reader.push(chunk);
       } catch (e) {
+        reader = null;
         const err = toBrookError(e);
         if (err.code === ErrorCodes.HTTP_HEAD_TOO_LARGE) {
           reject(431, 'Request Header Fields Too Large', err.code, err.message);
@@ -130,7 +132,7 @@ export function createHttpProxyServer(opts: HttpProxyServerOptions): HttpProxySe
       clearTimeout(timer);
       client.off('data', onData);
       client.pause();
-      buffered = Buffer.alloc(0);
+      reader = null;
       void start(parsed.request, parsed.rest);
     };
 
