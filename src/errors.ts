@@ -84,6 +84,9 @@ export const ErrorCodes = {
   PROXY_UNTRUSTED: 'BROOK_ERR_PROXY_UNTRUSTED',
   /** --fallback URL: the site did not answer (refused, timed out, reset). */
   FALLBACK_UNREACHABLE: 'BROOK_ERR_FALLBACK_UNREACHABLE',
+  // the fleet's shared store (src/store, protocol/fleet.md)
+  /** The store (Redis) is down, did not answer in time, answered an error, or too much waits for it. */
+  STORE_UNAVAILABLE: 'BROOK_ERR_STORE_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
