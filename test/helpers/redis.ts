@@ -150,3 +150,50 @@ export async function startRedis(o: RedisOptions = {}): Promise<TestRedis> {
     command: (...args: string[]) => rawCommand(port, args, o.requirepass),
   };
 }
+
+export interface CutProxy {
+  port: number;
+  /** The next bytes Redis sends back are dropped and both sides of that connection are closed. */
+  cutNextReply(): void;
+  close(): Promise<void>;
+}
+
+/** A TCP relay to a Redis port that can lose a reply: the call reached Redis, its answer never arrives. */
+export async function startCutProxy(targetPort: number): Promise<CutProxy> {
+  let cut = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, HOST);
+    sockets.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('data', (d) => upstream.write(d));
+    upstream.on('data', (d) => {
+      if (cut) {
+        cut = false;
+        drop();
+        return;
+      }
+      client.write(d);
+    });
+    for (const s of [client, upstream]) {
+      s.on('error', drop);
+      s.on('close', () => {
+        sockets.delete(s);
+        drop();
+      });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, HOST, () => r()));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cutNextReply: () => (cut = true),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
