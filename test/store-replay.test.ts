@@ -10,11 +10,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../src/errors.js';
 import type { ReplayVerdict } from '../src/server/replay.js';
-import { resolveStoreEndpoint } from '../src/store/config.js';
-import { noStoreMetrics, type StoreCallResult, type StoreOp } from '../src/store/metrics.js';
 import { FleetReplayGuard } from '../src/store/replay.js';
-import { FleetStore, type FleetStoreOptions } from '../src/store/store.js';
-import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
+import type { FleetStoreOptions } from '../src/store/store.js';
+import { freePort, openTestStore, startRedis, until, type TestRedis } from './helpers/redis.js';
 
 const cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -27,31 +25,10 @@ async function redis(o: Parameters<typeof startRedis>[0] = {}): Promise<TestRedi
   return r;
 }
 
-/** Quick intervals so a test sees several beats, stalls and reconnects in a second or two. */
 async function store(url: string, o: Partial<FleetStoreOptions> & { password?: string } = {}) {
-  const calls: Array<[StoreOp, StoreCallResult]> = [];
-  let late = 0;
-  const s = await FleetStore.open({
-    endpoint: { ...resolveStoreEndpoint({ url, urlFrom: 'api' }), password: o.password },
-    instanceId: o.instanceId ?? 'a',
-    heartbeatMs: 100,
-    stallMs: 600,
-    logIntervalMs: 200,
-    reconnectMinMs: 20,
-    reconnectMaxMs: 100,
-    metrics: { ...noStoreMetrics, call: (op, result) => calls.push([op, result]), lateReplays: (n) => (late += n) },
-    ...o,
-  });
-  cleanup.push(() => s.close());
-  return { s, calls, late: () => late };
-}
-
-async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  const t = await openTestStore(url, o);
+  cleanup.push(() => t.s.close());
+  return t;
 }
 
 let seq = 0;

@@ -21,12 +21,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 /**
  * SYNC: one instance's usage and live devices for a batch of users.
  *   KEYS  per user: u:<user> (hash), d:<user> (sorted set)
- *   ARGV  instance, device TTL ms, then per user: own up, own down, n, n IPs
+ *   ARGV  instance, device TTL ms, then per user: own up, own down ("" for a read
+ *         only), n, n IPs
  * The instance's own counts are absolute (its cumulative bytes, from its state file):
  * the fleet totals `up`/`down` grow by the difference to what the store held for it,
  * and only upwards. Sent twice, the second changes nothing (a lost reply is harmless);
  * after an empty restart, the first flush puts the instance's whole count back.
- * Returns per user: fleet up, fleet down, own up, own down (as stored now), devices.
+ * Returns per user: fleet up, fleet down, own up and down as they were before this
+ * call (to reconcile a state file), own up and down as stored now, devices.
  */
 export const SYNC: ScriptDef = {
   name: 'brookSync',
@@ -38,9 +40,10 @@ local out, a = {}, 3
 for i = 1, #KEYS / 2 do
   local uk, dk = KEYS[2 * i - 1], KEYS[2 * i]
   local have = redis.call('HMGET', uk, fields[1], fields[2])
+  local before = {have[1] or '0', have[2] or '0'}
   for j = 1, 2 do
     local want, h = tonumber(ARGV[a + j - 1]), tonumber(have[j] or '0')
-    if want > h then
+    if want and want > h then
       redis.call('HINCRBY', uk, totals[j], string.format('%.0f', want - h))
       redis.call('HSET', uk, fields[j], ARGV[a + j - 1])
       have[j] = ARGV[a + j - 1]
@@ -54,6 +57,8 @@ for i = 1, #KEYS / 2 do
   local fleet = redis.call('HMGET', uk, totals[1], totals[2])
   out[#out + 1] = fleet[1] or '0'
   out[#out + 1] = fleet[2] or '0'
+  out[#out + 1] = before[1]
+  out[#out + 1] = before[2]
   out[#out + 1] = have[1] or '0'
   out[#out + 1] = have[2] or '0'
   out[#out + 1] = redis.call('ZCARD', dk)

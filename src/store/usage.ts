@@ -17,9 +17,14 @@
  *   fleet(user) = the fleet total at the last read - this instance's part of it then
  *                 + this instance's count now      (what a quota is checked against)
  *
- * If the store holds more for this instance than it sent (its state file is older
- * than the store: kill -9 after a flush, or a lost file), the difference is adopted
- * into own(): the count never goes back.
+ * The first call for a user only reads (its counts go in the same sync's next
+ * round): if the store holds more for this instance than its state file said (the
+ * file is older than the store: kill -9 after a flush, or a lost file), the
+ * difference is adopted into own(), so the count never goes back. Reading first
+ * keeps a lost reply from looking like such a past.
+ * Later, the store holding more than was sent means a second server uses this
+ * instance id (a configuration mistake): the script keeps the larger count, nothing
+ * is adopted, and `conflicts` counts it.
  */
 import { SYNC } from './scripts.js';
 import type { FleetDevices } from './devices.js';
@@ -32,7 +37,7 @@ export const SYNC_BATCH_USERS = 256;
 /** Users tracked at most (the users file bounds them; this bounds a mistake). */
 export const DEFAULT_MAX_USERS = 100_000;
 /** Values per user in a SYNC reply. */
-const SYNC_REPLY_FIELDS = 5;
+const SYNC_REPLY_FIELDS = 7;
 
 export interface Counts {
   up: number;
@@ -42,6 +47,8 @@ export interface Counts {
 interface UserRecord {
   /** This instance's cumulative bytes. */
   own: Counts;
+  /** What the state file said (seed), until the first (read-only) call reconciles it with the store; then null. */
+  seeded: Counts | null;
   /** What the store is known to hold for this instance. */
   acked: Counts;
   /** The fleet total at the last read, and this instance's part of it then. */
@@ -78,6 +85,8 @@ export class FleetUsage {
   private running: Promise<void> | null = null;
   /** add() calls for users past maxUsers (dropped). */
   dropped = 0;
+  /** Reads that found more stored for this instance than it sent, after the first (a shared instance id). */
+  conflicts = 0;
 
   constructor(private readonly o: FleetUsageOptions) {
     this.store = o.store;
@@ -99,6 +108,7 @@ export class FleetUsage {
     const r = this.record(user);
     if (!r) throw new RangeError(`more than ${this.maxUsers} users`);
     r.own = { up: count('up', c.up), down: count('down', c.down) };
+    r.seeded = { ...r.own };
   }
 
   /** Bytes carried for `user` (up: towards the destination). Local only. */
@@ -153,7 +163,7 @@ export class FleetUsage {
     let r = this.users.get(user);
     if (!r) {
       if (this.users.size >= this.maxUsers) return undefined;
-      r = { own: { up: 0, down: 0 }, acked: { up: 0, down: 0 }, fleet: { up: 0, down: 0 }, ownInFleet: { up: 0, down: 0 }, readAt: 0 };
+      r = { own: { up: 0, down: 0 }, seeded: { up: 0, down: 0 }, acked: { up: 0, down: 0 }, fleet: { up: 0, down: 0 }, ownInFleet: { up: 0, down: 0 }, readAt: 0 };
       this.users.set(user, r);
     }
     return r;
@@ -167,40 +177,52 @@ export class FleetUsage {
   }
 
   private async run(): Promise<void> {
-    if (this.store.state === 'down') return;
-    const due = this.due();
-    try {
-      for (let i = 0; i < due.length; i += SYNC_BATCH_USERS) await this.syncBatch(due.slice(i, i + SYNC_BATCH_USERS));
-    } catch {
-      // counted and logged by the store; the counts stay here and go with the next sync
+    // a second round writes what the first round's reads reconciled
+    for (let round = 0; round < 2; round++) {
+      if (this.store.state === 'down') return;
+      const due = this.due();
+      let reconciled = 0;
+      try {
+        for (let i = 0; i < due.length; i += SYNC_BATCH_USERS) reconciled += await this.syncBatch(due.slice(i, i + SYNC_BATCH_USERS));
+      } catch {
+        return; // counted and logged by the store; the counts stay here and go with the next sync
+      }
+      if (reconciled === 0) return;
     }
   }
 
-  private async syncBatch(users: string[]): Promise<void> {
+  /** One SYNC call; returns how many users it reconciled (read only). */
+  private async syncBatch(users: string[]): Promise<number> {
     const keys: string[] = [];
     const args = [this.store.instanceId, String(this.devices?.ttlMs ?? 0)];
-    const sent: Counts[] = [];
     for (const user of users) {
       const r = this.record(user)!;
       const ips = this.devices?.ips(user) ?? [];
       keys.push(this.store.key('u', user), this.store.key('d', user));
-      args.push(String(r.own.up), String(r.own.down), String(ips.length), ...ips);
-      sent.push({ ...r.own });
+      if (r.seeded) args.push('', '', String(ips.length), ...ips);
+      else args.push(String(r.own.up), String(r.own.down), String(ips.length), ...ips);
     }
     const reply = await this.store.script<Array<string | number>>({ op: 'sync', timeoutMs: this.timeoutMs }, SYNC.name, keys, args);
     const at = this.now();
+    let reconciled = 0;
     users.forEach((user, i) => {
       const v = reply.slice(i * SYNC_REPLY_FIELDS, (i + 1) * SYNC_REPLY_FIELDS).map(Number);
       const r = this.users.get(user)!;
-      const stored = { up: v[2]!, down: v[3]! };
-      // the store held more for this instance than it sent: adopt the difference
-      r.own.up += Math.max(0, stored.up - sent[i]!.up);
-      r.own.down += Math.max(0, stored.down - sent[i]!.down);
+      const before = { up: v[2]!, down: v[3]! };
+      const stored = { up: v[4]!, down: v[5]! };
+      if (r.seeded) {
+        // first read: the store knew more of this instance's past than its state file (sent again next sync)
+        r.own.up += Math.max(0, before.up - r.seeded.up);
+        r.own.down += Math.max(0, before.down - r.seeded.down);
+        r.seeded = null;
+        reconciled++;
+      } else if (before.up > r.acked.up || before.down > r.acked.down) this.conflicts++;
       r.acked = { up: Math.max(r.acked.up, stored.up), down: Math.max(r.acked.down, stored.down) };
       r.fleet = { up: v[0]!, down: v[1]! };
       r.ownInFleet = stored;
       r.readAt = at;
       this.o.onTotals?.(user, this.fleet(user));
     });
+    return reconciled;
   }
 }

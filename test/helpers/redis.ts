@@ -16,6 +16,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
+import { resolveStoreEndpoint } from '../../src/store/config.js';
+import { noStoreMetrics, type StoreCallResult, type StoreOp } from '../../src/store/metrics.js';
+import { FleetStore, type FleetStoreOptions } from '../../src/store/store.js';
 
 const HOST = '127.0.0.1';
 const START_TIMEOUT_MS = 10_000;
@@ -196,4 +199,30 @@ export async function startCutProxy(targetPort: number): Promise<CutProxy> {
         server.close(() => r());
       }),
   };
+}
+
+/** A FleetStore with quick intervals (a test sees several beats, stalls and reconnects in a second or two) and its calls recorded. */
+export async function openTestStore(url: string, o: Partial<FleetStoreOptions> & { password?: string } = {}) {
+  const calls: Array<[StoreOp, StoreCallResult]> = [];
+  let late = 0;
+  const s = await FleetStore.open({
+    endpoint: { ...resolveStoreEndpoint({ url, urlFrom: 'api' }), password: o.password },
+    instanceId: o.instanceId ?? 'a',
+    heartbeatMs: 100,
+    stallMs: 600,
+    logIntervalMs: 200,
+    reconnectMinMs: 20,
+    reconnectMaxMs: 100,
+    metrics: { ...noStoreMetrics, call: (op, result) => calls.push([op, result]), lateReplays: (n) => (late += n) },
+    ...o,
+  });
+  return { s, calls, late: () => late };
+}
+
+export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
