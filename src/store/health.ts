@@ -53,6 +53,11 @@ export class StoreHealth {
     return this.current;
   }
 
+  /** Why the state is not up (the last failure's first line), or undefined. */
+  get why(): string | undefined {
+    return this.current === 'up' ? undefined : this.reason;
+  }
+
   /** Move to `next` (nothing when it is the state already; the reason of the last failure is kept for the line). */
   set(next: StoreState, reason?: string): void {
     if (reason !== undefined) this.reason = reason.split('\n')[0]!.slice(0, MAX_REASON_CHARS);
