@@ -11,7 +11,9 @@ import type { LogEntry } from '../src/log.js';
 import { NonceBacklog } from '../src/store/backlog.js';
 import { resolveStoreEndpoint } from '../src/store/config.js';
 import { StoreHealth } from '../src/store/health.js';
+import { Registry } from 'prom-client';
 import { noStoreMetrics, type StoreState } from '../src/store/metrics.js';
+import { createStoreMetrics } from '../src/store/prometheus.js';
 import { tempDir } from './helpers/cli.js';
 
 const tmp = tempDir('brook-store-cfg-');
@@ -165,5 +167,27 @@ describe('NonceBacklog', () => {
     const all = b.collect(0, 1000, 1040);
     expect(all.times[0]).toBe(1040);
     expect(all.seqs).toHaveLength(20);
+  });
+});
+
+describe('createStoreMetrics', () => {
+  it('shows the state, the calls by op and result, fallbacks and what is pending, with fixed label sets', async () => {
+    const registry = new Registry();
+    const m = createStoreMetrics(registry);
+    m.pending(() => ({ calls: 3, bytes: 300, nonces: 7 }));
+    m.state('degraded');
+    m.call('replay', 'ok', 0.3);
+    m.call('replay', 'timeout', 250);
+    m.fallback('replay');
+    m.lateReplays(2);
+    const text = await registry.metrics();
+    expect(text).toContain('brook_store_state{state="degraded"} 1');
+    expect(text).toContain('brook_store_state{state="up"} 0');
+    expect(text).toContain('brook_store_calls_total{op="replay",result="timeout"} 1');
+    expect(text).toContain('brook_store_calls_total{op="sync",result="ok"} 0');
+    expect(text).toContain('brook_store_call_seconds_count{op="replay"} 1');
+    expect(text).toContain('brook_store_fallbacks_total{what="replay"} 1');
+    expect(text).toContain('brook_store_pending{what="nonces"} 7');
+    expect(text).toContain('brook_store_late_replays_total 2');
   });
 });

@@ -10,14 +10,12 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { resolveStoreEndpoint } from '../src/store/config.js';
 import { FleetStore } from '../src/store/store.js';
 import { tempDir } from './helpers/cli.js';
-import { startRedis, until, type TestRedis } from './helpers/redis.js';
+import { storeKit, until } from './helpers/redis.js';
 
 const tmp = tempDir('brook-store-tls-');
 afterAll(() => tmp.remove());
-const cleanup: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const kit = storeKit();
+afterEach(kit.cleanup);
 
 /** A CA and a server certificate for 127.0.0.1 signed by it (openssl). */
 function makeCerts(): { ca: string; cert: string; key: string; otherCa: string } {
@@ -34,20 +32,14 @@ function makeCerts(): { ca: string; cert: string; key: string; otherCa: string }
 
 async function open(url: string, extra: { caFile?: string; passwordFile?: string } = {}): Promise<FleetStore> {
   const s = await FleetStore.open({ endpoint: resolveStoreEndpoint({ url, ...extra }), instanceId: 't', heartbeatMs: 100, reconnectMinMs: 20, reconnectMaxMs: 100, logIntervalMs: 200 });
-  cleanup.push(() => s.close());
+  kit.defer(() => s.close());
   return s;
-}
-
-async function redis(o: Parameters<typeof startRedis>[0]): Promise<TestRedis> {
-  const r = await startRedis(o);
-  cleanup.push(() => r.stop());
-  return r;
 }
 
 describe('connecting to the store', () => {
   it('rediss:// with --redisCA and a password file: up; with another CA: down (the certificate is checked)', async () => {
     const c = makeCerts();
-    const r = await redis({ tls: { cert: c.cert, key: c.key, ca: c.ca }, requirepass: 'tls-pw' });
+    const r = await kit.redis({ tls: { cert: c.cert, key: c.key, ca: c.ca }, requirepass: 'tls-pw' });
     const pw = join(tmp.dir, 'pw');
     writeFileSync(pw, 'tls-pw\n');
     const good = await open(r.url, { caFile: c.ca, passwordFile: pw });

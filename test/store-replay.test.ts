@@ -11,24 +11,20 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../src/errors.js';
 import type { ReplayVerdict } from '../src/server/replay.js';
 import { FleetReplayGuard } from '../src/store/replay.js';
-import type { FleetStoreOptions } from '../src/store/store.js';
-import { freePort, openTestStore, startRedis, until, type TestRedis } from './helpers/redis.js';
+import { freePort, storeKit, until } from './helpers/redis.js';
 
-const cleanup: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const kit = storeKit();
+afterEach(kit.cleanup);
+const { redis, store } = kit;
+const cleanup = { push: kit.defer };
 
-async function redis(o: Parameters<typeof startRedis>[0] = {}): Promise<TestRedis> {
-  const r = await startRedis(o);
-  cleanup.push(() => r.stop());
-  return r;
-}
-
-async function store(url: string, o: Partial<FleetStoreOptions> & { password?: string } = {}) {
-  const t = await openTestStore(url, o);
-  cleanup.push(() => t.s.close());
-  return t;
+/** One Redis, two instances (a, b) up, a guard on each. */
+async function twoGuards() {
+  const r = await redis();
+  const a = await store(r.url, { instanceId: 'a' });
+  const b = await store(r.url, { instanceId: 'b' });
+  await until(() => a.s.state === 'up' && b.s.state === 'up');
+  return { r, a, b, ga: new FleetReplayGuard({ store: a.s }), gb: new FleetReplayGuard({ store: b.s }) };
 }
 
 let seq = 0;
@@ -43,12 +39,7 @@ const nowSec = () => Math.floor(Date.now() / 1000);
 
 describe('FleetReplayGuard on one Redis', () => {
   it('a nonce accepted by one instance is a replay on another; on the same instance the local cache answers with no round trip', async () => {
-    const r = await redis();
-    const a = await store(r.url, { instanceId: 'a' });
-    const b = await store(r.url, { instanceId: 'b' });
-    await until(() => a.s.state === 'up' && b.s.state === 'up');
-    const ga = new FleetReplayGuard({ store: a.s });
-    const gb = new FleetReplayGuard({ store: b.s });
+    const { r, a, b, ga, gb } = await twoGuards();
     const n = nonce();
     const t = nowSec();
     expect(await ga.check(n, t)).toBe('fresh');
@@ -67,12 +58,7 @@ describe('FleetReplayGuard on one Redis', () => {
   });
 
   it('two instances racing on one nonce: exactly one accepts', async () => {
-    const r = await redis();
-    const a = await store(r.url, { instanceId: 'a' });
-    const b = await store(r.url, { instanceId: 'b' });
-    await until(() => a.s.state === 'up' && b.s.state === 'up');
-    const ga = new FleetReplayGuard({ store: a.s });
-    const gb = new FleetReplayGuard({ store: b.s });
+    const { r, a, b, ga, gb } = await twoGuards();
     const t = nowSec();
     for (let i = 0; i < 200; i++) {
       const n = nonce();
@@ -104,12 +90,7 @@ describe('FleetReplayGuard when Redis fails', () => {
   });
 
   it('killed mid-run, then restarted empty: local verdicts meanwhile; everything accepted in the window is recorded again', async () => {
-    const r = await redis();
-    const a = await store(r.url, { instanceId: 'a' });
-    const b = await store(r.url, { instanceId: 'b' });
-    await until(() => a.s.state === 'up' && b.s.state === 'up');
-    const ga = new FleetReplayGuard({ store: a.s });
-    const gb = new FleetReplayGuard({ store: b.s });
+    const { r, a, b, ga, gb } = await twoGuards();
     const t = nowSec();
     const before = Array.from({ length: 20 }, () => nonce());
     for (const n of before) expect(await ga.check(n, t)).toBe('fresh');
@@ -128,12 +109,7 @@ describe('FleetReplayGuard when Redis fails', () => {
   });
 
   it('a replay that got through during an outage is counted when the nonces are pushed', async () => {
-    const r = await redis();
-    const a = await store(r.url, { instanceId: 'a' });
-    const b = await store(r.url, { instanceId: 'b' });
-    await until(() => a.s.state === 'up' && b.s.state === 'up');
-    const ga = new FleetReplayGuard({ store: a.s });
-    const gb = new FleetReplayGuard({ store: b.s });
+    const { r, a, b, ga, gb } = await twoGuards();
     await r.kill();
     await until(() => a.s.state === 'down' && b.s.state === 'down');
     const n = nonce();

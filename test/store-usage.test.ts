@@ -13,28 +13,19 @@ import { ErrorCodes } from '../src/errors.js';
 import { FleetDevices } from '../src/store/devices.js';
 import type { FleetStoreOptions } from '../src/store/store.js';
 import { FleetUsage } from '../src/store/usage.js';
-import { openTestStore, startCutProxy, startRedis, until, type TestRedis } from './helpers/redis.js';
+import { startCutProxy, storeKit, until, type TestRedis } from './helpers/redis.js';
 
-const cleanup: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
-
-async function redis(o: Parameters<typeof startRedis>[0] = {}): Promise<TestRedis> {
-  const r = await startRedis(o);
-  cleanup.push(() => r.stop());
-  return r;
-}
+const kit = storeKit();
+afterEach(kit.cleanup);
+const { redis } = kit;
+const cleanup = { push: kit.defer };
 
 /** An instance: its store, devices and usage (no timer-driven sync: the test calls sync()). */
 async function instance(url: string, id: string, o: Partial<FleetStoreOptions> & { required?: boolean; deviceTtlMs?: number } = {}) {
-  const t = await openTestStore(url, { instanceId: id, ...o });
+  const t = await kit.store(url, { instanceId: id, ...o });
   const devices = new FleetDevices({ store: t.s, required: o.required, ttlMs: o.deviceTtlMs });
   const usage = new FleetUsage({ store: t.s, devices, intervalMs: 3_600_000 });
-  cleanup.push(async () => {
-    await usage.close();
-    await t.s.close();
-  });
+  cleanup.push(() => usage.close());
   await until(() => t.s.state === 'up', 5000, `${id} up`);
   return { ...t, devices, usage };
 }

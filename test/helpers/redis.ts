@@ -226,3 +226,25 @@ export async function until(cond: () => boolean, ms = 5000, what = 'condition'):
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** What a store test file starts and stops: Redis instances and stores, all stopped by cleanup() (afterEach). */
+export function storeKit() {
+  const stops: Array<() => Promise<void> | void> = [];
+  return {
+    redis: async (o: RedisOptions = {}): Promise<TestRedis> => {
+      const r = await startRedis(o);
+      stops.push(() => r.stop());
+      return r;
+    },
+    store: async (url: string, o: Partial<FleetStoreOptions> & { password?: string } = {}) => {
+      const t = await openTestStore(url, o);
+      stops.push(() => t.s.close());
+      return t;
+    },
+    /** Run at the end of each test (later starts stop first). */
+    defer: (f: () => Promise<void> | void) => void stops.push(f),
+    cleanup: async () => {
+      for (const f of stops.splice(0).reverse()) await f();
+    },
+  };
+}
