@@ -8,7 +8,7 @@ $(NODE_MODULES): package.json package-lock.json
 
 install: $(NODE_MODULES)
 
-# Debian packages used by the tests (pebble, curl, openssl, python3, haproxy, nginx, systemd-analyze, a C toolchain)
+# Debian packages used by the tests (pebble, curl, openssl, python3, haproxy, nginx, systemd-analyze, redis-server, a C toolchain)
 deps:
 	bash .ci/test-deps.sh
 

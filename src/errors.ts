@@ -100,6 +100,9 @@ export const ErrorCodes = {
   USER_UNKNOWN: 'BROOK_ERR_USER_UNKNOWN',
   /** users add: the users file already has a user of that name. */
   USER_EXISTS: 'BROOK_ERR_USER_EXISTS',
+  // the fleet's shared store (src/store, protocol/fleet.md)
+  /** The store (Redis) is down, did not answer in time, answered an error, or too much waits for it. */
+  STORE_UNAVAILABLE: 'BROOK_ERR_STORE_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
