@@ -4,7 +4,7 @@
  * independently of the project's tests. Every row starts fresh processes.
  *
  *   npx tsx bench/attack.ts [--only a,b] [--nofile N] [--serverArgs "..."] [--out FILE] [--quick]
- *     rows: refused slowloris closetime replay emfile clientlog probes reset pendingflood
+ *     rows: refused slowloris closetime replay emfile clientlog probes reset pendingflood dialfail
  *     --nofile             descriptor limit of the wsserver (default 1024)
  *     --serverArgs         extra wsserver flags, e.g. "--headTimeout 5 --maxPending 512"
  *     --refusedWait S      how long after the refused requests the descriptors are counted (10)
@@ -13,6 +13,7 @@
  *     --closeCap S         how long the close-time row waits for the server to close (45)
  *     --probes N           bad probes (6000)
  *     --floodRate N        pendingflood: partial requests a second (1000); --floodSeconds S (20); --floodSpread N /24s (256)
+ *     --dialFailures N     dialfail: failed dials on each side (2000)
  *     --quick              small counts and waits (a smoke run); no results file
  *     --out                where the table goes (default bench/results/attack.txt)
  *
@@ -23,7 +24,7 @@ import { join } from 'node:path';
 import { flag, now, RESULTS, table } from './hostile.js';
 import { closetime, refused, slowloris } from './attacks/connections.js';
 import { pendingflood } from './attacks/floods.js';
-import { clientlog, emfile, probes } from './attacks/logs.js';
+import { clientlog, dialfail, emfile, probes } from './attacks/logs.js';
 import { NOFILE, quick, type Row, s1, SERVER_ARGS } from './attacks/shared.js';
 import { replay, reset } from './attacks/tunnels.js';
 
@@ -42,6 +43,7 @@ const ROWS: Array<[string, () => Promise<Row>]> = [
   ['probes', probes],
   ['reset', reset],
   ['pendingflood', pendingflood],
+  ['dialfail', dialfail],
 ];
 
 async function main(): Promise<void> {

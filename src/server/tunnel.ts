@@ -50,7 +50,7 @@ export interface ServerTunnelOptions extends SessionOptions {
   /** Bytes a UDP flow may queue toward a slow tunnel before datagrams are dropped. */
   udpQueueLimit: number;
   log: Logger;
-  /** Where lines about failed handshakes go (rate-limited by the server); default `log`. */
+  /** Where lines about failed handshakes and unreachable destinations go (rate-limited by the server); default `log`. */
   handshakeLog?: Logger;
   /** Brook mode: asked about each client nonce before its header is accepted; none = no replay protection. */
   replay?: ReplayGuard | null;
@@ -117,6 +117,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
   let udp: UdpFlow | null = null;
   let finished = false;
   let header: FirstPayload | null = null;
+  /** The destination could not be had (its dial or its resolution failed): a dead destination's lines come in bulk. */
+  let unreachable = false;
 
   const log = (error: BrookError | null, extra: Record<string, unknown> = {}, to: Logger = o.log) => {
     to({
@@ -142,8 +144,8 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
     if (opened) metrics.tunnelClosed(opened, stats());
     // an upgraded connection the client closed without a byte (e.g. a retired prewarmed one) is no failure
     else if (!header && err && !(received === 0 && err.code === ErrorCodes.CLOSED)) metrics.handshakeFailed(handshakeFailureReason(err));
-    // failed handshakes, blocked destinations and dials without descriptors come in floods: the rate-limited log
-    const limited = !header || err?.code === ErrorCodes.BLOCKED || err?.code === ErrorCodes.OUT_OF_RESOURCES;
+    // failed handshakes, blocked or unreachable destinations and dials without descriptors come in floods: the rate-limited log
+    const limited = !header || unreachable || err?.code === ErrorCodes.BLOCKED || err?.code === ErrorCodes.OUT_OF_RESOURCES;
     if (err && err.code !== ErrorCodes.CLOSED) log(err, extra, limited ? (o.handshakeLog ?? o.log) : o.log);
     resolveClosed();
   };
@@ -276,6 +278,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
       (e: unknown) => {
         const err = toBrookError(e);
         metrics.dialFailed(err.code);
+        unreachable = true;
         finish(err, 'rst');
       },
     );
@@ -351,6 +354,7 @@ export function serveTunnel(socket: Socket, head: Buffer, from: string, o: Serve
       (e: unknown) => {
         const err = toBrookError(e);
         metrics.dialFailed(err.code);
+        unreachable = true;
         // a tunnel whose destination could not be reached is an abort, not an empty answer (protocol/resets.md)
         finish(err, 'rst');
       },
