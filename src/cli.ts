@@ -84,7 +84,7 @@ function commonServerOptions(cmd: Command): Command {
     .option('--probeTimeout <seconds>', 'bound on a silent handshake and on the drain after a bad one (s)', seconds, DEFAULT_PROBE_TIMEOUT_MS / 1000)
     .option('--probeBytes <bytes>', 'bytes read and discarded after a bad handshake before closing', positiveInt, DEFAULT_PROBE_BYTE_BUDGET)
     .option('--headTimeout <seconds>', 'a request head (over TLS: handshake + head) not complete within this is closed without an answer; also the keep-alive idle bound (s)', positiveInt, DEFAULT_HEAD_TIMEOUT_MS / 1000)
-    .option('--maxPending <n>', 'connections that are not tunnels yet (handshake, head, keep-alive); at the cap the oldest is closed for each new one. auto = (soft RLIMIT_NOFILE - 64) / 4, at least 16 (1024 where the limit is unknown)', maxPendingFlag, 'auto')
+    .option('--maxPending <n>', 'connections that are not tunnels yet (handshake, head, keep-alive); at the cap one is closed for each new one, from the source (IPv4 /24, IPv6 /64) holding most, strangers before sources that had a tunnel lately. auto = (soft RLIMIT_NOFILE - 64) / 4, at least 16 (1024 where the limit is unknown)', maxPendingFlag, 'auto')
     .option('--maxTimeAhead <seconds>', 'refuse a client header time further than this in the future (upstream: no bound)', seconds, DEFAULT_MAX_HEADER_AHEAD_SECONDS)
     .option('--replayCacheSize <n>', 'client nonces remembered against replays; when full the oldest go and the window shrinks', positiveInt, DEFAULT_REPLAY_CACHE_SIZE)
     .addOption(new Option('--crypto <backend>', 'AES-GCM backend: auto, native, node').default('auto').argParser(parseBackendPreference))
