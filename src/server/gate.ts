@@ -30,6 +30,7 @@
  *   (the oldest goes: its handshake lives about maxPending / flood rate).
  *   Refusing new connections instead would let an attacker starve real
  *   clients. Descriptor shedding (shed()) picks the same way.
+ *
  * Every close here is socket.destroy(): no answer, as upstream's Go server
  * closes a request on a read timeout. Tunnels are never touched.
  */
@@ -124,17 +125,6 @@ export class ConnectionGate {
   charge(s: net.Socket, address: string): void {
     const e = this.pending.get(rawSocketOf(s));
     if (e) this.chargeTo(e, sourceOf(address));
-  }
-
-  /** Pending connections charged to `address`'s source (tests). */
-  pendingFrom(address: string): number {
-    const key = sourceOf(address);
-    return this.strangers.countOf(key) + this.regulars.countOf(key);
-  }
-
-  /** Whether `address`'s source opened a tunnel lately (tests). */
-  isKnown(address: string): boolean {
-    return this.known.has(sourceOf(address));
   }
 
   /** Replace the connection's deadline: close it in `ms` (null: no deadline). */

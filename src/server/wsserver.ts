@@ -11,8 +11,8 @@
  *
  * The front door (protocol/websocket-upgrade.md, "Connections that are not
  * tunnels yet"): every connection is pending in a ConnectionGate (src/server/gate.ts)
- * until its Brook header is accepted: head deadline, cap with eviction of the
- * oldest connection of the source holding most, and a refused request is read and discarded until the client closes
+ * until its Brook header is accepted: head deadline, cap with eviction chosen
+ * by source, and a refused request is read and discarded until the client closes
  * or the deadline passes. Out of descriptors: src/server/descriptors.ts.
  *
  * Beyond upstream (protocol/websocket-upgrade.md, "--fallback" and "Behind a
@@ -53,7 +53,7 @@ export interface WsServerOptions extends TunnelEndpointOptions {
   tls?: HttpsOptions;
   /** The request head (over TLS: the handshake and the head) must be complete within this (ms). */
   headTimeoutMs?: number;
-  /** Connections that are not tunnels yet; at the cap the oldest of the source holding most is closed for each new one. Default: defaultMaxPending(). */
+  /** Connections that are not tunnels yet; at the cap one, chosen by source (src/server/gate.ts), is closed for each new one. Default: defaultMaxPending(). */
   maxPending?: number;
   /** Descriptor watch probe: throws EMFILE/ENFILE when no descriptor is free (tests inject one). */
   descriptorProbe?: () => void;
@@ -61,7 +61,7 @@ export interface WsServerOptions extends TunnelEndpointOptions {
 
 /** Upstream's Go http.Server ReadTimeout: a head not complete after 5 s is closed without an answer. */
 export const DEFAULT_HEAD_TIMEOUT_MS = 5_000;
-/** Share of the pending connections closed (from the source holding most) when descriptors run out: 1/SHED_DIVISOR. */
+/** Share of the pending connections closed (chosen as at the cap) when descriptors run out: 1/SHED_DIVISOR. */
 export const SHED_DIVISOR = 4;
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
@@ -280,7 +280,7 @@ export class WsServer {
 
   /**
    * Out of descriptors (EMFILE/ENFILE at accept, or the watch's probe): log
-   * (rate-limited), close a quarter of the pending connections (from the source holding most) so
+   * (rate-limited), close a quarter of the pending connections (chosen as at the cap) so
    * accept and dials recover. Tunnels are not touched.
    */
   private onExhausted(err: NodeJS.ErrnoException, where: 'accept' | 'probe'): void {
