@@ -4,7 +4,7 @@
  * independently of the project's tests. Every row starts fresh processes.
  *
  *   npx tsx bench/attack.ts [--only a,b] [--nofile N] [--serverArgs "..."] [--out FILE] [--quick]
- *     rows: refused slowloris closetime replay emfile clientlog probes reset
+ *     rows: refused slowloris closetime replay emfile clientlog probes reset pendingflood dialfail clientburst
  *     --nofile             descriptor limit of the wsserver (default 1024)
  *     --serverArgs         extra wsserver flags, e.g. "--headTimeout 5 --maxPending 512"
  *     --refusedWait S      how long after the refused requests the descriptors are counted (10)
@@ -12,16 +12,21 @@
  *     --slowlorisInterval S  seconds between header bytes (1; the issue's attack used 5)
  *     --closeCap S         how long the close-time row waits for the server to close (45)
  *     --probes N           bad probes (6000)
+ *     --floodRate N        pendingflood: partial requests a second (1000); --floodSeconds S (20); --floodSpread N /24s (256)
+ *     --dialFailures N     dialfail: failed dials on each side (2000)
+ *     --burst N            clientburst: SOCKS5 CONNECTs at once (400) through a wsclient at --clientNofile N (256)
  *     --quick              small counts and waits (a smoke run); no results file
  *     --out                where the table goes (default bench/results/attack.txt)
  *
- * The rows live in bench/attacks/ (connections.ts, tunnels.ts, logs.ts); this file runs them and writes the table.
+ * The rows live in bench/attacks/ (connections.ts, tunnels.ts, logs.ts, floods.ts, bursts.ts); this file runs them and writes the table.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { flag, now, RESULTS, table } from './hostile.js';
 import { closetime, refused, slowloris } from './attacks/connections.js';
-import { clientlog, emfile, probes } from './attacks/logs.js';
+import { clientburst } from './attacks/bursts.js';
+import { pendingflood } from './attacks/floods.js';
+import { clientlog, dialfail, emfile, probes } from './attacks/logs.js';
 import { NOFILE, quick, type Row, s1, SERVER_ARGS } from './attacks/shared.js';
 import { replay, reset } from './attacks/tunnels.js';
 
@@ -39,6 +44,9 @@ const ROWS: Array<[string, () => Promise<Row>]> = [
   ['clientlog', clientlog],
   ['probes', probes],
   ['reset', reset],
+  ['pendingflood', pendingflood],
+  ['dialfail', dialfail],
+  ['clientburst', clientburst],
 ];
 
 async function main(): Promise<void> {

@@ -13,6 +13,9 @@
  *   import { startDelayRelay } from './delay.js'
  *   const r = await startDelayRelay({ target: { host, port }, oneWayMs: 10 }); ... r.port ... await r.close()
  *
+ * `localAddress`: the address the relay dials the target from (e.g. 127.0.9.1: all of 127/8 is loopback
+ * on Linux), so a server can tell the delayed client from others on the same machine.
+ *
  * Memory: at most MAX_QUEUED bytes wait per direction; above it the source is paused.
  */
 import net from 'node:net';
@@ -77,7 +80,7 @@ function pipeDelayed(src: net.Socket, dst: net.Socket, oneWayMs: number, notBefo
   });
 }
 
-export async function startDelayRelay(o: { target: { host: string; port: number }; oneWayMs: number; host?: string }): Promise<DelayRelay> {
+export async function startDelayRelay(o: { target: { host: string; port: number }; oneWayMs: number; host?: string; localAddress?: string }): Promise<DelayRelay> {
   const sockets = new Set<net.Socket>();
   const track = (s: net.Socket) => {
     sockets.add(s);
@@ -85,7 +88,7 @@ export async function startDelayRelay(o: { target: { host: string; port: number 
   };
   const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (c) => {
     const notBefore = performance.now() + 2 * o.oneWayMs;
-    const t = net.connect({ host: o.target.host, port: o.target.port, allowHalfOpen: true, noDelay: true });
+    const t = net.connect({ host: o.target.host, port: o.target.port, allowHalfOpen: true, noDelay: true, ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
     track(c);
     track(t);
     pipeDelayed(c, t, o.oneWayMs, notBefore);

@@ -264,3 +264,23 @@ describe('client logging', () => {
     expect(suppressed[0]).toMatchObject({ count: N - 1 });
   });
 });
+
+describe('server logging', () => {
+  it('dial failures a dead destination causes in bulk are rate-limited, the rest counted (issue 22)', async () => {
+    const p = await startPair();
+    const closed = await freePort();
+    const N = 40;
+    for (let i = 0; i < N; i++) {
+      // the pooled tunnel answers the application at once; the server's dial fails and resets it
+      const s = await socksConnect(p.socksPort, { type: 'ipv4', host: LOOPBACK, port: closed }).catch(() => null);
+      if (s) await withTimeout(new Promise((r) => s.once('close', r).resume()), 5000, 'the reset tunnel');
+    }
+    await waitFor(() => p.server.openTunnels <= 4 && p.serverLog.length > 0, 5000, 'the failed tunnels closed');
+    await p.close();
+    const lines = p.serverLog.filter((e) => e.code === 'BROOK_ERR_CONNECTION_REFUSED');
+    const held = p.serverLog.filter((e) => e.msg === 'suppressed' && e.key === 'tcp|BROOK_ERR_CONNECTION_REFUSED');
+    expect(lines.length).toBeLessThan(5);
+    expect(lines.length + held.reduce((n, e) => n + Number(e.count), 0)).toBe(N);
+    expect(lines[0]).toMatchObject({ dst: `${LOOPBACK}:${closed}`, network: 'tcp' });
+  });
+});

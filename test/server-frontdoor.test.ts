@@ -186,6 +186,33 @@ for (const transport of ['ws', 'wss'] as const) {
     });
     afterAll(async () => server.close());
 
+    it('the answer to a refused upgrade arrives, then a clean close, whether more bytes come with the request, at once or after the answer', async () => {
+      const cases = [
+        ['upgrade on another path (404)', 'HTTP/1.1 404'],
+        ['bad Sec-WebSocket-Version (400)', 'HTTP/1.1 400'],
+        ['unparsable request (clientError 400)', 'HTTP/1.1 400'],
+      ] as const;
+      for (const [kind, status] of cases) for (const when of ['same write', 'next write', 'after the answer'] as const) {
+        const req = REFUSED[kind]!(target.port);
+        const results = await Promise.all(
+          Array.from({ length: 20 }, async () => {
+            const { s } = await connect(target);
+            let reset = '';
+            s.on('error', (e: NodeJS.ErrnoException) => (reset = e.code ?? 'error'));
+            s.write(when === 'same write' ? req + 'more bytes\r\n' : req);
+            if (when === 'next write') s.write('more bytes\r\n');
+            const { head } = await readHttpHead(s, 10_000);
+            if (when === 'after the answer') s.write('more bytes\r\n');
+            await withTimeout(serverClosedP(s), 10_000, 'the server closing');
+            s.end();
+            s.destroy();
+            return `${head.slice(0, 12)} ${reset || 'no reset'}`;
+          }),
+        );
+        expect(results, `${kind}, ${when}`).toEqual(Array(20).fill(`${status} no reset`));
+      }
+    });
+
     for (const [kind, request] of Object.entries(REFUSED)) {
       it(`${REQUESTS} × ${kind}, trailing bytes, then FIN and then RST: descriptors back to the baseline`, async () => {
         const base = fdCount();

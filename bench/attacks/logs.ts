@@ -4,8 +4,8 @@
  */
 import net from 'node:net';
 import {
-  brookHello, type Child, echoServer, freePort, hangUp, ipv4Address, logEntries, now, numFlag, PASSWORD, pool, readUntil, sleep, socksConnect,
-  startBrook, startPair, stopChild, stopPair, tunnelRoundTrip, upgrade, waitPort, WS_PATH,
+  brookHello, type Child, echoServer, freePort, hangUp, httpConnect, ipv4Address, logEntries, now, numFlag, PASSWORD, pool, readUntil, sleep,
+  socksConnect, startBrook, startPair, stopChild, stopPair, tunnelRoundTrip, upgrade, waitPort, WS_PATH,
 } from '../hostile.js';
 import { CLOSE_CAP_S, pair, quick, type Row, SERVER_ARGS, summarize } from './shared.js';
 
@@ -13,6 +13,10 @@ const EMFILE_NOFILE = 96;
 const EMFILE_MAX_TUNNELS = 80;
 const CLIENT_FAILURES = 10;
 const PROBES = numFlag('probes', quick ? 600 : 6000);
+const DIAL_FAILURES = numFlag('dialFailures', quick ? 300 : 2000);
+const DIAL_CONCURRENCY = 50;
+/** After the failures: the rate limiter's last interval ends and its counts are written. */
+const LOG_SETTLE_MS = 2500;
 const PROBE_CONCURRENCY = 100;
 
 /** Out of descriptors at accept: tunnels held open until the server's limit is reached. */
@@ -115,5 +119,57 @@ export async function probes(): Promise<Row> {
     tried: `${PROBES} bad probes after the upgrade (wrong password, garbage, stale time; RST after 20 ms), ${PROBE_CONCURRENCY} at a time`,
     measured: `${entries.length} log lines (${summarize(entries, () => true)})`,
     upstream: 'same: 6,000 lines (brook-ts before: 6,000 lines)',
+  };
+}
+
+/** Lines a child wrote since `from`: how many, how many `suppressed` counts, and the lines they held back. */
+function lineCost(c: Child, from: number): string {
+  const entries = logEntries(c, from).filter((e) => e['msg'] !== 'listening');
+  const counts = entries.filter((e) => e['msg'] === 'suppressed');
+  const held = counts.reduce((n, e) => n + Number(e['count'] ?? 0), 0);
+  return `${entries.length} lines (${counts.length} of them "suppressed" counts, holding back ${held})`;
+}
+
+/**
+ * Dial failures in bulk: DIAL_FAILURES tunnels to a destination that refuses (the server's dial fails), then
+ * as many SOCKS5 CONNECTs and HTTP CONNECTs through a wsclient whose server is down (the client's dial fails).
+ */
+export async function dialfail(): Promise<Row> {
+  const p = await pair({ http: true });
+  const closedPort = await freePort();
+  const serverFrom = p.server.lines.length;
+  const t0 = now();
+  await pool(DIAL_FAILURES, DIAL_CONCURRENCY, async () => {
+    await socksConnect(p.socksPort, closedPort, 5000).then((s) => s.destroy(), () => {});
+  });
+  const spanS = (now() - t0) / 1000;
+  await sleep(LOG_SETTLE_MS);
+  const serverCost = lineCost(p.server, serverFrom);
+  await stopPair(p);
+
+  const deadPort = await freePort();
+  const socksPort = await freePort();
+  const httpPort = await freePort();
+  const lone = startBrook('wsclient', [
+    'wsclient', '--wsserver', `ws://127.0.0.1:${deadPort}${WS_PATH}`, '--password', PASSWORD, '--socks5', `127.0.0.1:${socksPort}`, '--http', `127.0.0.1:${httpPort}`,
+  ]);
+  await waitPort(socksPort, lone);
+  await waitPort(httpPort, lone);
+  const clientFrom = lone.lines.length;
+  const statuses = new Map<number, number>();
+  await pool(DIAL_FAILURES, DIAL_CONCURRENCY, async (i) => {
+    if (i % 2 === 0) await socksConnect(socksPort, 9, 5000).then((s) => s.destroy(), () => {});
+    else {
+      const st = await httpConnect(httpPort, 9, 5000).catch(() => 0);
+      statuses.set(st, (statuses.get(st) ?? 0) + 1);
+    }
+  });
+  await sleep(LOG_SETTLE_MS);
+  const clientCost = lineCost(lone, clientFrom);
+  await stopChild(lone);
+  return {
+    tried: `${DIAL_FAILURES} tunnels to a destination that refuses (${DIAL_CONCURRENCY} at a time, ${spanS.toFixed(1)} s); ${DIAL_FAILURES} SOCKS5 + HTTP CONNECTs through a wsclient whose server is down`,
+    measured: `wsserver: ${serverCost}; wsclient: ${clientCost}; HTTP answers ${[...statuses].map(([k, n]) => `${k} x${n}`).join(', ')}`,
+    upstream: 'one line each (brook-ts before: one wsserver line per refused destination, none held back)',
   };
 }

@@ -250,6 +250,24 @@ export async function socksAssociate(socksPort: number, timeoutMs = CONNECT_TIME
   return { s, relayPort: r.data.readUInt16BE(10) };
 }
 
+/** HTTP CONNECT to 127.0.0.1:`dstPort` through an HTTP proxy: the answer's status code (0: none) and the open socket. */
+export async function httpConnectSocket(httpPort: number, dstPort: number, timeoutMs = CONNECT_TIMEOUT_MS): Promise<{ status: number; s: net.Socket }> {
+  const s = await connectTcp(httpPort, '127.0.0.1', timeoutMs);
+  s.on('error', () => {});
+  s.write(`CONNECT 127.0.0.1:${dstPort} HTTP/1.1\r\nHost: 127.0.0.1:${dstPort}\r\n\r\n`);
+  const r = await readUntil(s, (b) => b.includes(HEAD_END), timeoutMs);
+  const end = r.data.indexOf(HEAD_END);
+  if (end >= 0 && end + HEAD_END.length < r.data.length) s.unshift(r.data.subarray(end + HEAD_END.length));
+  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(r.data.toString('latin1'))?.[1] ?? 0), s };
+}
+
+/** HTTP CONNECT through an HTTP proxy, then closed; resolves with the answer's status code (0: none). */
+export async function httpConnect(httpPort: number, dstPort: number, timeoutMs = CONNECT_TIMEOUT_MS): Promise<number> {
+  const { status, s } = await httpConnectSocket(httpPort, dstPort, timeoutMs);
+  s.destroy();
+  return status;
+}
+
 /** One real tunnel: SOCKS5 CONNECT to an echo server, a round trip of `payload`. */
 export async function tunnelRoundTrip(socksPort: number, echoPort: number, timeoutMs = 5000, payload = randomBytes(32)): Promise<boolean> {
   let s: net.Socket | undefined;

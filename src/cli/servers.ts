@@ -71,7 +71,7 @@ const SERVER_FLAGS = {
   ),
   maxPending: flag<number | 'auto'>(
     '--maxPending <n>',
-    'connections that are not tunnels yet (handshake, head, keep-alive); at the cap the oldest is closed for each new one. auto = (soft RLIMIT_NOFILE - 64) / 4, at least 16 (1024 where the limit is unknown)',
+    'connections that are not tunnels yet (handshake, head, keep-alive); at the cap one is closed for each new one, from the source (IPv4 /24, IPv6 /64) holding most, strangers before sources that had a tunnel lately. auto = (soft RLIMIT_NOFILE - 64) / 4, at least 16 (1024 where the limit is unknown)',
     { parse: maxPendingFlag, default: 'auto' },
   ),
   maxTimeAhead: flag('--maxTimeAhead <seconds>', 'refuse a client header time further than this in the future (upstream: no bound)', { parse: seconds, default: DEFAULT_MAX_HEADER_AHEAD_SECONDS }),

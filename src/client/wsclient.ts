@@ -19,6 +19,7 @@ import type { Dialer } from '../dial/index.js';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
 import { createHttpProxyServer } from '../httpproxy/server.js';
 import { createLogger, rateLimitLogger, type Logger, type RateLimitedLogger } from '../log.js';
+import { AcceptBackoff } from '../net/accept-backoff.js';
 import { startRelay, type RelayLike } from '../net/splice.js';
 import { type Metrics, noMetrics } from '../ops/metrics.js';
 import { parseListen } from '../net/listen.js';
@@ -103,6 +104,8 @@ export class WsClient {
   readonly tlsSessions: TlsSessionCache | null;
   /** Brook or withoutBrookProtocol: the option's flag made a mode once (src/protocol/mode.ts). */
   private readonly mode: ProtocolMode;
+  /** Both listeners stop accepting while dials run out of descriptors (src/net/accept-backoff.ts). */
+  private readonly backoff: AcceptBackoff;
 
   constructor(private readonly o: WsClientOptions) {
     if (!o.password) throw new BrookError(ErrorCodes.CONFIG, '--password is required');
@@ -143,6 +146,7 @@ export class WsClient {
       key: (e) => `${String(e.network ?? '')}|${String(e.code ?? e.error ?? '')}`,
       intervalMs: o.logIntervalMs,
     });
+    this.backoff = new AcceptBackoff({ log: this.log });
     this.udp = new ClientUdpFlows({
       open: (destination) => this.dial('udp', destination),
       logError: (from, dst, err) => this.logError(from, dst, 'udp', err),
@@ -161,6 +165,7 @@ export class WsClient {
       announceIP: o.socks5ServerIP,
       log: this.log,
       now: o.now,
+      acceptBackoff: this.backoff,
       onConnect: (req) => {
         const pooled = this.pool?.take() ?? null;
         if (pooled) {
@@ -253,6 +258,7 @@ export class WsClient {
 
   private dialFailed(e: unknown): BrookError {
     this.stats.tunnelFailures++;
+    this.backoff.dialFailed(e);
     const err = toBrookError(e);
     this.metrics.dialFailed(err.code);
     return err;
@@ -268,7 +274,8 @@ export class WsClient {
       }
     }
     this.stats.tunnels++;
-    return dialTunnel(this.tunnelOptions(network, destination)).then(
+    // out of descriptors: waits for them (a bounded time) instead of failing at once
+    return this.backoff.retry(() => dialTunnel(this.tunnelOptions(network, destination))).then(
       (t) => {
         this.metrics.tunnelOpened(network);
         return t;
@@ -292,6 +299,7 @@ export class WsClient {
       this.http = createHttpProxyServer({
         host: h.host ?? '0.0.0.0',
         port: h.port,
+        acceptBackoff: this.backoff,
         log: (e) => {
           // access lines stay quiet; failures are logged like the SOCKS5 side
           if (e.event === 'request') return;
@@ -320,6 +328,7 @@ export class WsClient {
     }
     for (const r of this.relays) r.close();
     this.udp.closeAll();
+    this.backoff.close();
     await Promise.all(closing);
     this.log.close();
   }

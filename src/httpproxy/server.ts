@@ -17,6 +17,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, toBrookError, type BrookError } from '../errors.js';
+import type { AcceptBackoff } from '../net/accept-backoff.js';
 import { PLAIN_TRANSFORM, Relay } from '../net/relay.js';
 import { type Address, formatAddress } from '../protocol/address.js';
 import {
@@ -49,6 +50,8 @@ export interface HttpProxyServerOptions {
   headTimeoutMs?: number;
   /** Largest request head accepted (default MAX_HEAD_SIZE, 16 KiB). */
   maxHeadSize?: number;
+  /** While it is paused (dials out of descriptors), a new connection is closed at accept (src/net/accept-backoff.ts). */
+  acceptBackoff?: AcceptBackoff;
 }
 
 export interface HttpProxyServer {
@@ -69,7 +72,10 @@ export function createHttpProxyServer(opts: HttpProxyServerOptions): HttpProxySe
   const maxHeadSize = opts.maxHeadSize ?? MAX_HEAD_SIZE;
   const log = opts.log ?? (() => {});
   const live = new Set<Duplex>();
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => handle(socket));
+  const backoff = opts.acceptBackoff;
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => {
+    if (!backoff || backoff.admit(socket)) handle(socket);
+  });
   server.on('error', (e) => log({ event: 'server-error', message: e.message }));
 
   function track(s: Duplex): void {

@@ -85,23 +85,36 @@ export function clientAddress(
   xff: string | string[] | undefined,
   rules: ClientAddressRules,
 ): string {
+  const c = clientEndpoint(peer, proxied, xff, rules);
+  return c.port === null ? c.address : formatHostPort(c.address, c.port);
+}
+
+/**
+ * The client as an address and a port (null: it came from an X-Forwarded-For entry, which has none
+ * here); see the module comment for the rules.
+ */
+export function clientEndpoint(
+  peer: { address: string; port: number },
+  proxied: ProxyEndpoint | null,
+  xff: string | string[] | undefined,
+  rules: ClientAddressRules,
+): { address: string; port: number | null } {
   const header = Array.isArray(xff) ? xff.join(',') : xff;
   if (!rules.trusted) {
     if (rules.xForwardedFor && header) {
       const first = header.slice(0, MAX_XFF_LENGTH).split(',')[0]?.trim();
-      if (first) return first;
+      if (first) return { address: first, port: null };
     }
-    const c = proxied ?? peer;
-    return formatHostPort(c.address, c.port);
+    return proxied ?? peer;
   }
   const start = proxied ?? peer;
-  if (!header || !rules.trusted.has(start.address)) return formatHostPort(start.address, start.port);
+  if (!header || !rules.trusted.has(start.address)) return start;
   const entries = header.slice(-MAX_XFF_LENGTH).split(',').slice(-MAX_XFF_ENTRIES);
-  let client = formatHostPort(start.address, start.port);
+  let client: { address: string; port: number | null } = start;
   for (let i = entries.length - 1; i >= 0; i--) {
     const a = xffAddress(entries[i]!);
     if (a === null) break;
-    client = a;
+    client = { address: a, port: null };
     if (!rules.trusted.has(a)) break;
   }
   return client;

@@ -15,8 +15,10 @@
  *   closes /dev/null; EMFILE/ENFILE there means accept is failing too. It
  *   reports each exhausted probe and the recovery.
  */
-import { closeSync, openSync, readFileSync } from 'node:fs';
-import { devNull } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { isExhaustion, probeDescriptor } from '../net/descriptor-probe.js';
+
+export { EXHAUSTION_CODES, isExhaustion } from '../net/descriptor-probe.js';
 
 /** Descriptors kept for the process itself: stdio, the event loop, listeners, DNS, log files. */
 export const RESERVED_DESCRIPTORS = 64;
@@ -29,14 +31,6 @@ export const FALLBACK_MAX_PENDING = 1024;
 /** How often the descriptor watch probes, and how often while exhausted. */
 export const DESCRIPTOR_PROBE_INTERVAL_MS = 1000;
 export const DESCRIPTOR_PROBE_INTERVAL_EXHAUSTED_MS = 100;
-
-/** errno codes that mean "out of descriptors or kernel memory" (accept, dial, open). */
-export const EXHAUSTION_CODES: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS']);
-
-export function isExhaustion(e: unknown): boolean {
-  const code = (e as NodeJS.ErrnoException | null)?.code;
-  return typeof code === 'string' && EXHAUSTION_CODES.has(code);
-}
 
 /** Soft "Max open files" from a /proc/<pid>/limits text; null when absent or unlimited. */
 export function parseNofileLimit(limitsText: string): number | null {
@@ -72,17 +66,13 @@ export interface DescriptorWatchOptions {
   probe?: () => void;
 }
 
-function openAndClose(): void {
-  closeSync(openSync(devNull, 'r'));
-}
-
 export class DescriptorWatch {
   private timer: NodeJS.Timeout | null = null;
   private exhausted = false;
   private readonly probe: () => void;
 
   constructor(private readonly o: DescriptorWatchOptions) {
-    this.probe = o.probe ?? openAndClose;
+    this.probe = o.probe ?? probeDescriptor;
   }
 
   start(): void {

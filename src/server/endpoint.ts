@@ -105,7 +105,7 @@ export class TunnelEndpoint {
   readonly metrics: Metrics;
   private readonly tunnels = new Set<TunnelHandle>();
   private readonly tunnelOptions: ServerTunnelOptions;
-  /** Failed handshakes (bad password, stale time, replay, silence...): one line per error code per second. */
+  /** Failed handshakes (bad password, stale time, replay, silence...), blocked and unreachable destinations: one line per error code (and network) per second. */
   private readonly handshakeLog: RateLimitedLogger;
   private readonly trusted: TrustedProxies | null;
   private readonly xForwardedFor: boolean;
@@ -124,7 +124,8 @@ export class TunnelEndpoint {
     this.trusted = opts.trustedProxies !== undefined ? new TrustedProxies(opts.trustedProxies) : null;
     this.xForwardedFor = Boolean(opts.xForwardedFor);
     this.host = opts.host !== undefined ? checkHostFlag(opts.host) : null;
-    this.handshakeLog = rateLimitLogger(this.log, { key: (e) => String(e['code'] ?? '') });
+    // by code; a destination's lines (network set) apart from a handshake's with the same code (a timeout)
+    this.handshakeLog = rateLimitLogger(this.log, { key: (e) => (e['network'] ? `${String(e['network'])}|` : '') + String(e['code'] ?? '') });
     const aheadSeconds = opts.maxTimeAheadSeconds ?? DEFAULT_MAX_HEADER_AHEAD_SECONDS;
     // the flag becomes the mode here, once; the password its credential (src/protocol/mode.ts, credential.ts)
     const mode = protocolMode(opts.withoutBrookProtocol);

@@ -62,7 +62,7 @@ export interface ServerTunnelOptions extends CodecOptions, ProbeLimits {
   /** Bytes a UDP flow may queue toward a slow tunnel before datagrams are dropped. */
   udpQueueLimit: number;
   log: Logger;
-  /** Where lines about failed handshakes go (rate-limited by the server); default `log`. */
+  /** Where lines about failed handshakes and unreachable destinations go (rate-limited by the server); default `log`. */
   handshakeLog?: Logger;
   /** Brook mode: asked about each client nonce before its header is accepted; none = no replay protection. */
   replay?: ReplayGuard | null;
@@ -249,11 +249,7 @@ class ServerTunnel implements TunnelHandle, ReplayWaiter {
     // address that was checked (resolving again could give another: DNS rebinding)
     policy.evaluate(h.destination).then(
       (v) => this.admit(h, v),
-      (e: unknown) => {
-        const err = toBrookError(e);
-        this.metrics.dialFailed(err.code);
-        this.finish(err, 'rst');
-      },
+      (e: unknown) => this.unreachable(e),
     );
   }
 
@@ -315,12 +311,7 @@ class ServerTunnel implements TunnelHandle, ReplayWaiter {
   private dialTcp(h: FirstPayload, host: string): void {
     (this.o.dialer ?? defaultDialer()).connectTcp({ host, port: h.destination.port }, { timeoutMs: this.o.dialTimeoutMs }).then(
       (remote) => this.startRelaying(h, remote),
-      (e: unknown) => {
-        const err = toBrookError(e);
-        this.metrics.dialFailed(err.code);
-        // a tunnel whose destination could not be reached is an abort, not an empty answer (protocol/resets.md)
-        this.finish(err, 'rst');
-      },
+      (e: unknown) => this.unreachable(e),
     );
   }
 
@@ -352,8 +343,18 @@ class ServerTunnel implements TunnelHandle, ReplayWaiter {
     return this.phase === CLOSED;
   }
 
+  /**
+   * The destination could not be had (its resolution or its dial failed): an abort, not an empty answer
+   * (protocol/resets.md); a dead destination's lines come in bulk, so they go to the rate-limited log.
+   */
+  private unreachable(e: unknown): void {
+    const err = toBrookError(e);
+    this.metrics.dialFailed(err.code);
+    this.finish(err, 'rst', {}, true);
+  }
+
   /** The one teardown. `rst`: close with a reset (the handshake's deadline and byte budget; a failed or refused dial), else a FIN. */
-  private finish(err: BrookError | null, how: 'fin' | 'rst' = 'fin', extra: Record<string, unknown> = {}): void {
+  private finish(err: BrookError | null, how: 'fin' | 'rst' = 'fin', extra: Record<string, unknown> = {}, bulk = false): void {
     const p = this.phase;
     if (p.name === 'closed') return;
     this.phase = CLOSED;
@@ -365,8 +366,8 @@ class ServerTunnel implements TunnelHandle, ReplayWaiter {
     if (p.name === 'dialling' || p.name === 'relaying' || p.name === 'udp') this.metrics.tunnelClosed(p.header.network, statsOf(p));
     // an upgraded connection the client closed without a byte (e.g. a retired prewarmed one) is no failure
     else if (hs && err && !(hs.received === 0 && err.code === ErrorCodes.CLOSED)) this.metrics.handshakeFailed(handshakeFailureReason(err));
-    // failed handshakes, blocked destinations and dials without descriptors come in floods: the rate-limited log
-    const limited = !header || err?.code === ErrorCodes.BLOCKED || err?.code === ErrorCodes.OUT_OF_RESOURCES;
+    // failed handshakes, blocked or unreachable destinations and dials without descriptors come in floods: the rate-limited log
+    const limited = !header || bulk || err?.code === ErrorCodes.BLOCKED || err?.code === ErrorCodes.OUT_OF_RESOURCES;
     if (err && err.code !== ErrorCodes.CLOSED) this.log(header, err, extra, limited ? (this.o.handshakeLog ?? this.o.log) : this.o.log);
     this.resolveClosed();
   }

@@ -11,8 +11,8 @@
  *
  * The front door (protocol/websocket-upgrade.md, "Connections that are not
  * tunnels yet"): every connection is pending in a ConnectionGate (src/server/gate.ts)
- * until its Brook header is accepted: head deadline, cap with eviction of the
- * oldest, and a refused request is read and discarded until the client closes
+ * until its Brook header is accepted: head deadline, cap with eviction chosen
+ * by source, and a refused request is read and discarded until the client closes
  * or the deadline passes. Out of descriptors: src/server/descriptors.ts.
  *
  * Beyond upstream (protocol/websocket-upgrade.md, "--fallback" and "Behind a
@@ -30,6 +30,7 @@ import { BrookError, ErrorCodes } from '../errors.js';
 import { type Logger, rateLimitLogger, type RateLimitedLogger } from '../log.js';
 import { parseListen } from '../net/listen.js';
 import { formatHostPort } from '../protocol/address.js';
+import { clientEndpoint } from './clientaddr.js';
 import { ConnectionGate, type EvictReason, rawSocketOf } from './gate.js';
 import { defaultMaxPending, DescriptorWatch, isExhaustion } from './descriptors.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -52,7 +53,7 @@ export interface WsServerOptions extends TunnelEndpointOptions {
   tls?: HttpsOptions;
   /** The request head (over TLS: the handshake and the head) must be complete within this (ms). */
   headTimeoutMs?: number;
-  /** Connections that are not tunnels yet; at the cap the oldest is closed for each new one. Default: defaultMaxPending(). */
+  /** Connections that are not tunnels yet; at the cap one, chosen by source (src/server/gate.ts), is closed for each new one. Default: defaultMaxPending(). */
   maxPending?: number;
   /** Descriptor watch probe: throws EMFILE/ENFILE when no descriptor is free (tests inject one). */
   descriptorProbe?: () => void;
@@ -60,7 +61,7 @@ export interface WsServerOptions extends TunnelEndpointOptions {
 
 /** Upstream's Go http.Server ReadTimeout: a head not complete after 5 s is closed without an answer. */
 export const DEFAULT_HEAD_TIMEOUT_MS = 5_000;
-/** Share of the pending connections closed (oldest first) when descriptors run out: 1/SHED_DIVISOR. */
+/** Share of the pending connections closed (chosen as at the cap) when descriptors run out: 1/SHED_DIVISOR. */
 export const SHED_DIVISOR = 4;
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
@@ -158,7 +159,7 @@ export class WsServer {
     this.fallback = opts.fallback
       ? createFallback(opts.fallback, { onError: (e) => this.frontLog({ msg: 'fallback failed', code: e.code, error: e.message }) })
       : null;
-    this.gate = new ConnectionGate({ headTimeoutMs, maxPending, onEvict: (reason, pending) => this.onEvict(reason, pending) });
+    this.gate = new ConnectionGate({ headTimeoutMs, maxPending, onEvict: (reason, pending, source, known) => this.onEvict(reason, pending, source, known) });
     this.watch = new DescriptorWatch({
       probe: opts.descriptorProbe,
       onExhausted: (err) => this.onExhausted(err, 'probe'),
@@ -169,6 +170,7 @@ export class WsServer {
     const app = (req: IncomingMessage, res: ServerResponse) => {
       // keep-alive: the next request gets the same bound from this answer on
       res.once('finish', () => this.gate.arm(req.socket, headTimeoutMs));
+      this.chargeSource(req.socket, req);
       const url = req.url ?? '';
       const q = url.indexOf('?');
       const reqPath = q >= 0 ? url.slice(0, q) : url;
@@ -202,7 +204,10 @@ export class WsServer {
       interceptProxyProtocol(this.server, {
         trusted: this.endpoint.trustedProxies,
         admit: (socket) => this.gate.admit(socket),
-        onHeader: (socket, header) => this.proxied.set(socket, header),
+        onHeader: (socket, header) => {
+          this.proxied.set(socket, header);
+          this.chargeSource(socket, null);
+        },
         onRefused: (socket, err) =>
           this.frontLog({ msg: 'refused connection', code: err.code, error: err.message, peer: formatHostPort(String(socket.remoteAddress), socket.remotePort) }),
       });
@@ -267,13 +272,15 @@ export class WsServer {
     this.toFallback(req, res, true);
   }
 
-  private onEvict(reason: EvictReason, pending: number): void {
-    if (reason === 'cap') this.frontLog({ msg: 'maxPending reached: closed the oldest pending connection', reason, pending, tunnels: this.openTunnels });
+  private onEvict(reason: EvictReason, pending: number, source: string, known: boolean): void {
+    if (reason === 'cap') {
+      this.frontLog({ msg: 'maxPending reached: closed a pending connection', reason, source, known, pending, tunnels: this.openTunnels });
+    }
   }
 
   /**
    * Out of descriptors (EMFILE/ENFILE at accept, or the watch's probe): log
-   * (rate-limited), close the oldest quarter of the pending connections so
+   * (rate-limited), close a quarter of the pending connections (chosen as at the cap) so
    * accept and dials recover. Tunnels are not touched.
    */
   private onExhausted(err: NodeJS.ErrnoException, where: 'accept' | 'probe'): void {
@@ -305,6 +312,7 @@ export class WsServer {
   handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     this.gate.attach(socket);
+    this.chargeSource(socket, req);
     const v = this.endpoint.check(req);
     if (!v.tunnel) {
       if (this.fallback) this.upgradeToFallback(req, socket);
@@ -318,6 +326,21 @@ export class WsServer {
       proxied: this.proxied.get(rawSocketOf(socket))?.source ?? null,
       onEstablished: () => this.gate.established(socket),
     });
+  }
+
+  /**
+   * Charge a pending connection to the client we believe once we know it (protocol/websocket-upgrade.md,
+   * "Connections that are not tunnels yet"): the PROXY header's source as soon as it is read; with
+   * --trustedProxies, the X-Forwarded-For walk at each request head. X-Forwarded-For without
+   * --trustedProxies (anyone can write it) is never used here.
+   */
+  private chargeSource(socket: Socket, req: IncomingMessage | null): void {
+    const trusted = this.endpoint.trustedProxies;
+    if (req && !trusted) return; // nothing a request head could change
+    const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    const proxied = this.proxied.get(rawSocketOf(socket))?.source ?? null;
+    const xff = req ? req.headers['x-forwarded-for'] : undefined;
+    this.gate.charge(socket, clientEndpoint(peer, proxied, xff, { trusted, xForwardedFor: false }).address);
   }
 
   /** The client for log lines (src/server/clientaddr.ts). */

@@ -11,6 +11,7 @@
  */
 import net from 'node:net';
 import { BrookError, ErrorCodes, toBrookError } from '../errors.js';
+import type { AcceptBackoff } from '../net/accept-backoff.js';
 import { makeAddress, type Address } from '../protocol/address.js';
 import { handleConnection, type ConnectRequest, type HandshakeContext } from './handshake.js';
 import { createUdpRelay, normalizeIp, type UdpAssociation } from './udp.js';
@@ -55,6 +56,8 @@ export interface Socks5ServerOptions {
   now?: () => number;
   log?: (entry: Record<string, unknown>) => void;
   onConnect: (req: ConnectRequest) => void | Promise<void>;
+  /** While it is paused (dials out of descriptors), a new connection is closed at accept (src/net/accept-backoff.ts). */
+  acceptBackoff?: AcceptBackoff;
   onUdpDatagram?: (assoc: UdpAssociation, dst: Address, data: Buffer) => void;
   onUdpAssociationClosed?: (assoc: UdpAssociation) => void;
 }
@@ -156,7 +159,9 @@ export function createSocks5Server(opts: Socks5ServerOptions): Socks5Server {
     onConnect: opts.onConnect,
   };
 
+  const backoff = opts.acceptBackoff;
   function onConnection(socket: net.Socket): void {
+    if (backoff && !backoff.admit(socket)) return;
     handleConnection(socket, ctx);
   }
 

@@ -88,10 +88,14 @@ process.once('exit', () => {
   for (const p of running) if (p.child.exitCode === null) p.child.kill('SIGKILL');
 });
 
-/** Spawn the CLI and wait (bounded) for its {"msg":"listening"} line. */
-export function startCli(args: string[], o: { timeoutMs?: number; cwd?: string } = {}): Promise<CliProcess> {
+/** Spawn the CLI (under `ulimit -n nofile` when given) and wait (bounded) for its {"msg":"listening"} line. */
+export function startCli(args: string[], o: { timeoutMs?: number; cwd?: string; nofile?: number } = {}): Promise<CliProcess> {
   assertBuilt();
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  // bash execs node, so the pid is node's
+  const [cmd, argv] = o.nofile
+    ? ['bash', ['-c', `ulimit -n ${o.nofile} && exec "$0" "$@"`, process.execPath, CLI, ...args]]
+    : [process.execPath, [CLI, ...args]];
+  const child = spawn(cmd, argv, { cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   let err = '';
   let out = '';
